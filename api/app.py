@@ -1,0 +1,117 @@
+"""The Quart-Trio application: routes from HTTP to flight actors and back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from engine.commands import Book, Buy, CancelReservation, ListTickets, SeatReply, TicketsReply
+from persistence.flight_queries import flights_on_sale
+
+from .errors import ApiError, register_error_handlers
+from .models import MAX_ID, SeatRequest
+from .rendering import format_time, json_response, seat_body
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime) -> QuartTrio:
+    """Build the app around a running runtime (database, registry, settings)."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["tickets"] = runtime
+    register_error_handlers(app)
+
+    registry = runtime.registry
+    deadline_seconds = runtime.settings.request_deadline
+
+    async def read_seat_request() -> SeatRequest:
+        body = await read_json_body()
+        return SeatRequest.model_validate_json(body)
+
+    @app.get("/api/v1/flights")
+    async def list_flights() -> Response:
+        with trio.move_on_after(deadline_seconds) as scope:
+            flights = await flights_on_sale(runtime.database)
+        if scope.cancelled_caught:
+            raise ApiError(503, "deadline_exceeded", "the flight list did not load in time; retry later", {"Retry-After": "1"})
+        return json_response(
+            [
+                {
+                    "id": flight.id,
+                    "company": flight.company,
+                    "departure": flight.departure,
+                    "arrival": flight.arrival,
+                    "departure_time": format_time(flight.departure_time),
+                    "seats_available": flight.seats_available,
+                }
+                for flight in flights
+            ]
+        )
+
+    @app.get("/api/v1/tickets/flight-<flight_ref>")
+    async def list_tickets(flight_ref: str) -> Response:
+        flight_id = parse_id(flight_ref, "flight id")
+        reply = await registry.ask(flight_id, ListTickets(), trio.current_time() + deadline_seconds)
+        assert isinstance(reply, TicketsReply)
+        return json_response(
+            [{"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value} for ticket in reply.tickets]
+        )
+
+    async def seat_command(command_type: Any, status: int) -> Response:
+        seat_request = await read_seat_request()
+        command = command_type(seat_request.ticketId, seat_request.passenger.to_domain())
+        reply = await registry.ask_for_ticket(
+            seat_request.ticketId, command, trio.current_time() + deadline_seconds
+        )
+        assert isinstance(reply, SeatReply)
+        return json_response(seat_body(reply), status)
+
+    @app.post("/api/v1/tickets/buy")
+    async def buy() -> Response:
+        return await seat_command(Buy, 201)
+
+    @app.post("/api/v1/tickets/book")
+    async def book() -> Response:
+        return await seat_command(Book, 201)
+
+    @app.post("/api/v1/tickets/cancel-reservation")
+    async def cancel_reservation() -> Response:
+        seat_request = await read_seat_request()
+        command = CancelReservation(seat_request.ticketId, seat_request.passenger.to_domain())
+        reply = await registry.ask_for_ticket(
+            seat_request.ticketId, command, trio.current_time() + deadline_seconds
+        )
+        assert isinstance(reply, SeatReply)
+        ticket = reply.ticket
+        return json_response({"ticket": {"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value}})
+
+    return app
+
+
+async def read_json_body() -> bytes:
+    """Return the raw body of a JSON request; raise ApiError for a wrong type or an empty body."""
+    if request.mimetype != "application/json":
+        shown = request.mimetype or "none"
+        raise ApiError(415, "unsupported_media_type", f"Content-Type must be application/json, got {shown}")
+    body = await request.get_data(cache=False)
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
+    return body
+
+
+def parse_id(text: str, what: str) -> int:
+    """Parse a positive 64-bit id from a path segment."""
+    if not text.isascii() or not text.isdigit():
+        raise ApiError(400, "invalid_request", f"{what} must be a positive integer, got {text[:40]!r}")
+    value = int(text) if len(text) <= 20 else MAX_ID + 1
+    if not 0 < value <= MAX_ID:
+        raise ApiError(400, "invalid_request", f"{what} must be between 1 and {MAX_ID}, got {text[:40]}")
+    return value

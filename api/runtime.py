@@ -1,0 +1,84 @@
+"""Start and stop what the app runs on: database, migrations, flight registry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import trio
+
+from engine.actor import ActorSettings
+from engine.registry import Registry
+from persistence.database import Database
+from persistence.embedded import EmbeddedPostgres
+from persistence.flight_store import PostgresFlightStore
+from persistence.migrations import migrate
+from persistence.seed import seed_demo
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The running parts an app instance uses."""
+
+    settings: Settings
+    database: Database
+    registry: Registry
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
+    """Connect to the configured database, starting the embedded one if none is configured."""
+    embedded = None
+    dsn = settings.database_url
+    if dsn is None:
+        embedded = EmbeddedPostgres(settings.pgdata)
+        dsn = await trio.to_thread.run_sync(embedded.start)
+    try:
+        database = await Database.open(
+            dsn,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            command_timeout=settings.db_command_timeout,
+        )
+        try:
+            yield database
+        finally:
+            await database.close()
+    finally:
+        if embedded is not None:
+            await trio.to_thread.run_sync(embedded.stop)
+
+
+def actor_settings(settings: Settings) -> ActorSettings:
+    return ActorSettings(
+        mailbox_size=settings.mailbox_size,
+        batch_cap=settings.batch_cap,
+        hold=timedelta(seconds=settings.booking_ttl),
+        idle_timeout=settings.actor_idle_timeout,
+    )
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterator[Runtime]:
+    """Open the database, apply migrations, optionally load demo data, and run the registry."""
+    async with open_database(settings) as database:
+        await migrate(database)
+        if demo:
+            await seed_demo(database)
+
+        registry = Registry(PostgresFlightStore(database), actor_settings(settings))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(registry.run)
+            try:
+                yield Runtime(settings, database, registry)
+                with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):
+                    await registry.close()
+            finally:
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Flight actors: pure seat rules and the actor loop. No HTTP, no SQL."""

@@ -1,0 +1,233 @@
+"""The flight actor: the only writer of one flight's tickets in this process.
+
+It takes commands from a bounded mailbox, decides a batch of them in memory,
+writes the batch's changes in one transaction, and replies only after COMMIT.
+If the transaction fails, every caller in the batch gets an error and the
+actor reloads the flight from the database, so no uncommitted change
+survives in memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import trio
+
+from .commands import Command, Reply, decide
+from .errors import CommitFailed, EngineError, FlightNotFound, SeatRuleViolation
+from .ports import FlightStore, StaleFlightState, StoreError
+from .seats import Flight
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EnvelopeState(enum.Enum):
+    QUEUED = "queued"
+    DECIDING = "deciding"
+    DONE = "done"
+
+
+class Envelope:
+    """A command in a mailbox, and the slot its reply arrives in."""
+
+    __slots__ = ("command", "state", "abandoned", "_done", "_reply", "_error")
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        self.state = EnvelopeState.QUEUED
+        # Set by a caller that gave up while the command was still queued;
+        # the actor then skips it, so a 503 always means "not applied".
+        self.abandoned = False
+        self._done = trio.Event()
+        self._reply: Reply | None = None
+        self._error: EngineError | None = None
+
+    def resolve(self, reply: Reply) -> None:
+        self._reply = reply
+        self._finish()
+
+    def fail(self, error: EngineError) -> None:
+        self._error = error
+        self._finish()
+
+    def _finish(self) -> None:
+        self.state = EnvelopeState.DONE
+        self._done.set()
+
+    async def wait(self) -> Reply:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._reply is not None
+        return self._reply
+
+
+@dataclass(frozen=True)
+class ActorSettings:
+    mailbox_size: int = 1024
+    batch_cap: int = 256
+    hold: timedelta = timedelta(minutes=15)
+    idle_timeout: float = 300.0
+
+
+class FlightActor:
+    """Serial owner of one flight's seat map; see the module docstring."""
+
+    def __init__(
+        self,
+        flight_id: int,
+        store: FlightStore,
+        settings: ActorSettings,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_idle: Callable[[FlightActor], bool] = lambda actor: True,
+        on_loaded: Callable[[Flight], None] = lambda flight: None,
+    ) -> None:
+        self.flight_id = flight_id
+        self.flight: Flight | None = None
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._on_idle = on_idle
+        self._on_loaded = on_loaded
+        self.mailbox, self._inbox = trio.open_memory_channel[Envelope](settings.mailbox_size)
+        self._in_flight: list[Envelope] = []
+        self._last_activity = trio.current_time()
+
+    @property
+    def mailbox_depth(self) -> int:
+        return self._inbox.statistics().current_buffer_used
+
+    async def run(self) -> None:
+        """Load the flight and serve the mailbox until passivated or the mailbox closes."""
+        self.flight = await self._load()
+        log.debug("flight %d actor started with %d tickets", self.flight_id, len(self.flight.tickets))
+
+        while True:
+            envelope = None
+            with trio.move_on_at(self._wake_time()):
+                try:
+                    envelope = await self._inbox.receive()
+                except trio.EndOfChannel:
+                    log.debug("flight %d actor stopped: mailbox closed", self.flight_id)
+                    return
+
+            if envelope is None:
+                if self._holds_due():
+                    await self._process([])
+                elif self._idle() and self._on_idle(self):
+                    log.debug("flight %d actor passivated after %.0f s idle", self.flight_id, self._settings.idle_timeout)
+                    return
+                continue
+
+            batch = [envelope]
+            while len(batch) < self._settings.batch_cap:
+                try:
+                    batch.append(self._inbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            await self._process(batch)
+            self._last_activity = trio.current_time()
+
+    def fail_pending(self, error: EngineError) -> None:
+        """Fail the batch being processed and everything still queued (after a crash)."""
+        for envelope in self._in_flight:
+            if envelope.state is not EnvelopeState.DONE:
+                envelope.fail(error)
+        self._in_flight = []
+        while True:
+            try:
+                envelope = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            envelope.fail(error)
+        self._inbox.close()
+
+    async def _load(self) -> Flight:
+        flight = await self._store.load_flight(self.flight_id)
+        if flight is None:
+            raise FlightNotFound(f"flight {self.flight_id} does not exist")
+        self._on_loaded(flight)
+        return flight
+
+    async def _process(self, batch: list[Envelope]) -> None:
+        flight = self.flight
+        assert flight is not None
+        self._in_flight = batch
+        now = self._clock()
+        flight.release_expired(now)
+
+        decided: list[tuple[Envelope, Reply | SeatRuleViolation]] = []
+        for envelope in batch:
+            if envelope.abandoned:
+                continue
+            envelope.state = EnvelopeState.DECIDING
+            try:
+                decided.append((envelope, decide(flight, envelope.command, now, self._settings.hold)))
+            except SeatRuleViolation as violation:
+                decided.append((envelope, violation))
+
+        changes = flight.take_changes()
+        if changes:
+            try:
+                # Shielded: once sent, the transaction's outcome must be known
+                # before anyone is answered. asyncpg's command timeout bounds it.
+                with trio.CancelScope(shield=True):
+                    await self._store.commit(self.flight_id, changes)
+            except StoreError as error:
+                await self._recover(decided, error)
+                return
+            flight.mark_written(changes)
+
+        for envelope, outcome in decided:
+            if isinstance(outcome, SeatRuleViolation):
+                envelope.fail(outcome)
+            else:
+                envelope.resolve(outcome)
+        self._in_flight = []
+
+    async def _recover(self, decided: list[tuple[Envelope, object]], error: StoreError) -> None:
+        if isinstance(error, StaleFlightState):
+            log.error("flight %d: guarded write found rows changed by another writer; reloading: %s", self.flight_id, error)
+        else:
+            log.error("flight %d: batch of %d commands failed to commit; reloading: %s", self.flight_id, len(decided), error)
+
+        failure = CommitFailed(f"flight {self.flight_id}: the change could not be saved; retry later")
+        for envelope, _ in decided:
+            envelope.fail(failure)
+        self._in_flight = []
+
+        # If the reload fails too, the actor crashes and its supervisor fails
+        # the queued commands; the next command starts a fresh actor.
+        self.flight = None
+        self.flight = await self._load()
+        log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
+
+    def _wake_time(self) -> float:
+        wake = self._last_activity + self._settings.idle_timeout
+        assert self.flight is not None
+        expiry = self.flight.next_expiry()
+        if expiry is not None:
+            seconds = (expiry - self._clock()).total_seconds()
+            wake = min(wake, trio.current_time() + max(seconds, 0.0))
+        return wake
+
+    def _holds_due(self) -> bool:
+        assert self.flight is not None
+        expiry = self.flight.next_expiry()
+        return expiry is not None and expiry <= self._clock()
+
+    def _idle(self) -> bool:
+        assert self.flight is not None
+        return (
+            self.flight.next_expiry() is None
+            and trio.current_time() >= self._last_activity + self._settings.idle_timeout
+        )

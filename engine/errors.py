@@ -1,0 +1,93 @@
+"""Why the engine rejected or could not complete a command.
+
+Each error carries a stable ``code`` that the API returns unchanged. Rule
+violations (``SeatRuleViolation``) are the client's to fix; ``ServiceUnavailable``
+errors mean "try again later" and map to 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine reports to callers."""
+
+    code = "engine_error"
+
+
+class SeatRuleViolation(EngineError):
+    """A seat rule forbids the command; nothing was changed."""
+
+    code = "rule_violation"
+
+
+class TicketNotFound(SeatRuleViolation):
+    """No ticket has this id."""
+
+    code = "ticket_not_found"
+
+
+class TicketUnavailable(SeatRuleViolation):
+    """The ticket is booked by someone else, sold, or canceled."""
+
+    code = "ticket_unavailable"
+
+
+class TicketNotBooked(SeatRuleViolation):
+    """The ticket holds no reservation to cancel."""
+
+    code = "ticket_not_booked"
+
+
+class NotReservationOwner(SeatRuleViolation):
+    """The reservation belongs to another passenger."""
+
+    code = "not_reservation_owner"
+
+
+class SalesClosed(SeatRuleViolation):
+    """The airline closed sales for this flight."""
+
+    code = "sales_closed"
+
+
+class FlightCanceled(SeatRuleViolation):
+    """The airline canceled this flight."""
+
+    code = "flight_canceled"
+
+
+class FlightNotFound(EngineError):
+    """No flight has this id."""
+
+    code = "flight_not_found"
+
+
+class ServiceUnavailable(EngineError):
+    """The command could not be completed now; retrying later may succeed."""
+
+    code = "service_unavailable"
+    retry_after = 1
+
+
+class Overloaded(ServiceUnavailable):
+    """The flight's mailbox is full."""
+
+    code = "overloaded"
+
+
+class DeadlineExceeded(ServiceUnavailable):
+    """No reply came within the request deadline; the command was not applied."""
+
+    code = "deadline_exceeded"
+
+
+class CommitFailed(ServiceUnavailable):
+    """The batch's transaction failed; none of its changes were applied."""
+
+    code = "database_unavailable"
+
+
+class ActorCrashed(ServiceUnavailable):
+    """The flight's actor failed while the command was pending."""
+
+    code = "actor_restarting"

@@ -1,0 +1,171 @@
+"""Find, start, supervise and stop flight actors; route commands to them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import trio
+
+from .actor import ActorSettings, Envelope, EnvelopeState, FlightActor, utc_now
+from .commands import Command, Reply
+from .errors import ActorCrashed, DeadlineExceeded, EngineError, FlightNotFound, Overloaded, ServiceUnavailable, TicketNotFound
+from .ports import FlightStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """One actor per active flight, started on its first command.
+
+    Runs its actors in its own nursery (``run``). An actor that crashes is
+    removed and its waiters fail with a 503-class error; the next command for
+    that flight starts a new actor from the database. Idle actors passivate.
+    """
+
+    def __init__(
+        self,
+        store: FlightStore,
+        settings: ActorSettings = ActorSettings(),
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        ticket_cache_size: int = 1_000_000,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._actors: dict[int, FlightActor] = {}
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        # Ticket ids never move between flights, so this cache never goes stale.
+        self._ticket_flights: dict[int, int] = {}
+        self._ticket_cache_size = ticket_cache_size
+
+    @property
+    def active_flights(self) -> int:
+        return len(self._actors)
+
+    def actor(self, flight_id: int) -> FlightActor | None:
+        return self._actors.get(flight_id)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the actors until cancelled or until ``close`` lets them drain."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            log.info("flight registry started")
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+        log.info("flight registry stopped")
+
+    async def close(self) -> None:
+        """Stop taking commands, let every actor finish what it has queued, then stop."""
+        self._closing = True
+        actors = list(self._actors.values())
+        for actor in actors:
+            actor.mailbox.close()
+        while self._actors:
+            await trio.sleep(0.01)
+        log.info("flight registry drained %d actors", len(actors))
+
+    async def ask(self, flight_id: int, command: Command, deadline: float) -> Reply:
+        """Send a command to the flight's actor and wait for its reply until ``deadline`` (trio time)."""
+        envelope = Envelope(command)
+        self._post(flight_id, envelope)
+        return await self._await_reply(envelope, deadline)
+
+    async def ask_for_ticket(self, ticket_id: int, command: Command, deadline: float) -> Reply:
+        """Like ``ask``, for the flight that ticket ``ticket_id`` belongs to."""
+        flight_id = await self.flight_of_ticket(ticket_id, deadline)
+        return await self.ask(flight_id, command, deadline)
+
+    async def flight_of_ticket(self, ticket_id: int, deadline: float) -> int:
+        flight_id = self._ticket_flights.get(ticket_id)
+        if flight_id is not None:
+            return flight_id
+
+        with trio.move_on_at(deadline) as scope:
+            try:
+                flight_id = await self._store.flight_of_ticket(ticket_id)
+            except StoreError as error:
+                log.warning("ticket %d: flight lookup failed: %s", ticket_id, error)
+                raise ServiceUnavailable(f"ticket {ticket_id} could not be looked up; retry later") from error
+        if scope.cancelled_caught:
+            raise DeadlineExceeded(f"ticket {ticket_id} could not be looked up in time; retry later")
+        if flight_id is None:
+            raise TicketNotFound(f"ticket {ticket_id} does not exist")
+        self._remember_tickets([ticket_id], flight_id)
+        return flight_id
+
+    def _remember_tickets(self, ticket_ids: list[int], flight_id: int) -> None:
+        if len(self._ticket_flights) + len(ticket_ids) > self._ticket_cache_size:
+            self._ticket_flights.clear()
+        for ticket_id in ticket_ids:
+            self._ticket_flights[ticket_id] = flight_id
+
+    def _post(self, flight_id: int, envelope: Envelope) -> None:
+        if self._closing:
+            raise ServiceUnavailable("the server is shutting down; retry on another instance or later")
+        actor = self._actors.get(flight_id) or self._start(flight_id)
+        try:
+            actor.mailbox.send_nowait(envelope)
+        except trio.WouldBlock:
+            raise Overloaded(f"flight {flight_id} has too many pending requests; retry later") from None
+
+    async def _await_reply(self, envelope: Envelope, deadline: float) -> Reply:
+        try:
+            with trio.move_on_at(deadline):
+                return await envelope.wait()
+        finally:
+            if envelope.state is EnvelopeState.QUEUED:
+                envelope.abandoned = True
+
+        if envelope.state is EnvelopeState.QUEUED:
+            raise DeadlineExceeded("no reply within the request deadline; the request was not applied, retry later")
+        # The command is in a transaction already: its outcome comes soon
+        # (the database command timeout bounds it) and must not be dropped.
+        return await envelope.wait()
+
+    def _start(self, flight_id: int) -> FlightActor:
+        if self._nursery is None:
+            raise ServiceUnavailable("the flight registry is not running")
+        actor = FlightActor(
+            flight_id,
+            self._store,
+            self._settings,
+            clock=self._clock,
+            on_idle=self._passivate,
+            on_loaded=lambda flight: self._remember_tickets(list(flight.tickets), flight.id),
+        )
+        self._actors[flight_id] = actor
+        self._nursery.start_soon(self._supervise, actor, name=f"flight-{flight_id}")
+        return actor
+
+    def _passivate(self, actor: FlightActor) -> bool:
+        # Runs in the actor's task with no checkpoint before it returns, so no
+        # command can be posted to the mailbox after this check.
+        if actor.mailbox_depth:
+            return False
+        if self._actors.get(actor.flight_id) is actor:
+            del self._actors[actor.flight_id]
+        actor.mailbox.close()
+        return True
+
+    async def _supervise(self, actor: FlightActor) -> None:
+        error: EngineError = ActorCrashed(f"flight {actor.flight_id} is restarting; retry later")
+        try:
+            await actor.run()
+        except FlightNotFound as not_found:
+            error = not_found
+        except StoreError as store_error:
+            log.error("flight %d actor stopped: database failure: %s", actor.flight_id, store_error)
+            error = ServiceUnavailable(f"flight {actor.flight_id} could not be loaded; retry later")
+        except Exception:
+            log.exception("flight %d actor crashed; the next request restarts it from the database", actor.flight_id)
+        finally:
+            if self._actors.get(actor.flight_id) is actor:
+                del self._actors[actor.flight_id]
+            actor.fail_pending(error)

@@ -1,0 +1,1 @@
+"""PostgreSQL access: the asyncpg bridge, migrations, stores, embedded server."""

@@ -1,0 +1,112 @@
+"""A pool of asyncpg connections, used from trio through the bridge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import asyncpg
+
+from .bridge import AsyncioBridge
+from .errors import DatabaseUnavailable, map_database_errors
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class Database:
+    """An asyncpg pool living on an asyncio bridge thread.
+
+    ``transaction`` and ``connection`` hand a whole coroutine to the asyncio
+    thread, so each transaction crosses the thread boundary once.
+    """
+
+    def __init__(
+        self, bridge: AsyncioBridge, pool: asyncpg.Pool, dsn: str, *, owns_bridge: bool, acquire_timeout: float
+    ) -> None:
+        self.bridge = bridge
+        self.pool = pool
+        self.dsn = dsn
+        self.acquire_timeout = acquire_timeout
+        self._owns_bridge = owns_bridge
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        acquire_timeout: float = 5.0,
+        command_timeout: float = 10.0,
+        bridge: AsyncioBridge | None = None,
+    ) -> Database:
+        """Connect a pool; raise DatabaseUnavailable when the server does not answer."""
+        owns_bridge = bridge is None
+        bridge = bridge or AsyncioBridge()
+
+        async def create() -> asyncpg.Pool:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=command_timeout,
+                timeout=acquire_timeout,
+                server_settings={"application_name": "tickets"},
+            )
+
+        try:
+            pool = await bridge.run(map_database_errors(create))
+        except BaseException:
+            if owns_bridge:
+                bridge.close()
+            raise
+        database = cls(bridge, pool, dsn, owns_bridge=owns_bridge, acquire_timeout=acquire_timeout)
+        log.info("database pool open (min %d, max %d connections)", min_size, max_size)
+        return database
+
+    async def connection(
+        self, work: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``work(connection, ...)`` on a pooled connection, outside a transaction."""
+
+        async def run() -> T:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
+                return await work(connection, *args, **kwargs)
+
+        return await self.bridge.run(map_database_errors(run))
+
+    async def transaction(
+        self, work: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``work(connection, ...)`` inside one transaction; commit if it returns."""
+
+        async def run() -> T:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
+                async with connection.transaction():
+                    return await work(connection, *args, **kwargs)
+
+        return await self.bridge.run(map_database_errors(run))
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        return await self.connection(lambda connection: connection.fetch(query, *args))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self.connection(lambda connection: connection.fetchval(query, *args))
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return await self.connection(lambda connection: connection.execute(query, *args))
+
+    async def close(self) -> None:
+        """Close the pool (waiting for connections to return), then the bridge."""
+        try:
+            await self.bridge.run(self.pool.close)
+        except DatabaseUnavailable as error:
+            log.warning("database pool closed with an error: %s", error)
+        finally:
+            if self._owns_bridge:
+                self.bridge.close()
+        log.info("database pool closed")
