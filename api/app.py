@@ -16,6 +16,7 @@ from .errors import ApiError, register_error_handlers
 from .models import MAX_ID, SeatRequest
 from .rendering import format_time, json_response, seat_body
 from .runtime import Runtime
+from .webhook import register_webhook
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         ticket = reply.ticket
         return json_response({"ticket": {"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value}})
 
+    register_webhook(app, runtime, read_json_body)
     return app
 
 

@@ -51,7 +51,7 @@ def describe_validation_error(error: pydantic.ValidationError) -> tuple[str, str
     parts = []
     for problem in problems[:5]:
         field = ".".join(str(part) for part in problem["loc"]) or "body"
-        parts.append(f"{field}: {problem['msg']}")
+        parts.append(f"{field}: {problem['msg'].removeprefix('Value error, ')}")
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return "invalid_request", "invalid request: " + "; ".join(parts) + more
 

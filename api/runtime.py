@@ -18,7 +18,7 @@ from persistence.flight_store import PostgresFlightStore
 from persistence.migrations import migrate
 from persistence.seed import seed_demo
 
-from .config import Settings
+from .config import DEMO_CALLBACK_SECRET, Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class Runtime:
     settings: Settings
     database: Database
     registry: Registry
+    # None disables the webhook (503) because no secret was configured.
+    callback_secret: str | None = None
 
 
 @asynccontextmanager
@@ -56,6 +58,20 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             await trio.to_thread.run_sync(embedded.stop)
 
 
+def resolve_callback_secret(settings: Settings, *, demo: bool) -> str | None:
+    """Return the webhook secret: the configured one, the documented example key in demo mode, or None."""
+    if settings.callback_secret is not None:
+        return settings.callback_secret.get_secret_value()
+    if demo:
+        log.warning(
+            "TICKETS_CALLBACK_SECRET is not set: demo mode accepts the example webhook key from the API "
+            "documentation; never run like this in production"
+        )
+        return DEMO_CALLBACK_SECRET
+    log.warning("TICKETS_CALLBACK_SECRET is not set: the airline webhook answers 503 until it is configured")
+    return None
+
+
 def actor_settings(settings: Settings) -> ActorSettings:
     return ActorSettings(
         mailbox_size=settings.mailbox_size,
@@ -77,7 +93,7 @@ async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterat
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
             try:
-                yield Runtime(settings, database, registry)
+                yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo))
                 with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):
                     await registry.close()
             finally:

@@ -28,6 +28,8 @@ from api.runtime import Runtime, open_runtime
 from persistence.database import Database
 from persistence.migrations import migrate
 
+CALLBACK_SECRET = "test-callback-secret-0123456789"
+
 TABLES = ["outbox", "flight_events", "tickets", "passengers", "flights"]
 
 
@@ -106,7 +108,12 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 
 def test_settings(database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {"database_url": database_url, "mail_url": "console://", "port": 0}
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "mail_url": "console://",
+        "port": 0,
+        "callback_secret": CALLBACK_SECRET,
+    }
     values.update(overrides)
     return Settings(**values)
 
