@@ -15,6 +15,7 @@ from persistence.flight_queries import flights_on_sale
 from .errors import ApiError, register_error_handlers
 from .models import MAX_ID, SeatRequest
 from .rendering import format_time, json_response, seat_body
+from .health import register_health
 from .runtime import Runtime
 from .webhook import register_webhook
 
@@ -95,6 +96,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         return json_response({"ticket": {"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value}})
 
     register_webhook(app, runtime, read_json_body)
+    register_health(app, runtime)
     return app
 
 
