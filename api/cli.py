@@ -38,7 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="load flights: the demo sample, or --flights generated ones")
     seed.add_argument("--flights", type=int, help="number of generated flights (default: the demo sample)")
     seed.add_argument("--seats", type=int, default=150, help="seats per generated flight (default: 150)")
+    outbox = commands.add_parser("outbox", help="list recent passenger notifications and their state")
+    outbox.add_argument("--limit", type=int, default=50, help="how many notifications to list, newest first (default: 50)")
     return parser
+
+
+async def _outbox(settings: Settings, limit: int) -> None:
+    from notify import format_notifications, recent_notifications
+
+    from .runtime import open_database
+
+    async with open_database(settings) as database:
+        print(format_notifications(await recent_notifications(database, limit=limit)), end="")
 
 
 async def _migrate(settings: Settings) -> None:
@@ -92,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             print("tickets: --flights and --seats must be positive", file=sys.stderr)
             return 2
         trio.run(_seed, settings, arguments.flights, arguments.seats)
+    elif arguments.command == "outbox":
+        if arguments.limit < 1:
+            print("tickets: --limit must be positive", file=sys.stderr)
+            return 2
+        trio.run(_outbox, settings, arguments.limit)
     return 0
 
 

@@ -41,4 +41,8 @@ class Settings(BaseSettings):
     mail_url: str = Field("file://var/mail", description="Email sender: smtp://host:port, smtps://, file://folder or console://.")
     mail_from: str = Field("Tickets <no-reply@tickets.example>", description="From address of passenger emails.")
     mail_locale: str = Field("ru", pattern="^(ru|en)$", description="Language of passenger emails: ru or en.")
+    mail_concurrency: int = Field(8, ge=1, le=1000, description="Emails sent at once by one server process.")
+    mail_max_attempts: int = Field(
+        8, ge=1, le=100, description="Send attempts per email before it is marked failed."
+    )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")

@@ -17,6 +17,7 @@ from persistence.embedded import EmbeddedPostgres
 from persistence.flight_store import PostgresFlightStore
 from persistence.migrations import migrate
 from persistence.seed import seed_demo
+from notify import Notifier, sender_from_url
 
 from .config import DEMO_CALLBACK_SECRET, Settings
 
@@ -81,17 +82,35 @@ def actor_settings(settings: Settings) -> ActorSettings:
     )
 
 
+def build_notifier(settings: Settings, database: Database) -> Notifier:
+    sender = sender_from_url(settings.mail_url, settings.mail_from)
+    return Notifier(
+        database,
+        sender,
+        locale=settings.mail_locale,
+        concurrency=settings.mail_concurrency,
+        max_attempts=settings.mail_max_attempts,
+    )
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterator[Runtime]:
-    """Open the database, apply migrations, optionally load demo data, and run the registry."""
+    """Open the database, apply migrations, optionally load demo data, run the registry and the notifier.
+
+    On exit the registry drains its actors first, so emails their last
+    batches owe are in the outbox; then the notifier is cancelled (it
+    finishes the message it is sending) and the pool closes.
+    """
     async with open_database(settings) as database:
         await migrate(database)
         if demo:
             await seed_demo(database)
+        notifier = build_notifier(settings, database)
 
         registry = Registry(PostgresFlightStore(database), actor_settings(settings))
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
+            await nursery.start(notifier.run)
             try:
                 yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo))
                 with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):
