@@ -212,13 +212,14 @@ class FlightActor:
         log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
 
     def _wake_time(self) -> float:
-        wake = self._last_activity + self._settings.idle_timeout
         assert self.flight is not None
         expiry = self.flight.next_expiry()
-        if expiry is not None:
-            seconds = (expiry - self._clock()).total_seconds()
-            wake = min(wake, trio.current_time() + max(seconds, 0.0))
-        return wake
+        if expiry is None:
+            return self._last_activity + self._settings.idle_timeout
+        # An actor with a pending hold never passivates, so it sleeps until the
+        # hold lapses. Waking at an idle deadline already past would spin the loop.
+        seconds = (expiry - self._clock()).total_seconds()
+        return trio.current_time() + max(seconds, 0.0)
 
     def _holds_due(self) -> bool:
         assert self.flight is not None
