@@ -64,7 +64,13 @@ class AsyncioBridge:
             token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
         def start() -> None:
-            asyncio_task = self._loop.create_task(func(*args))
+            try:
+                asyncio_task = self._loop.create_task(func(*args))
+            except BaseException as error:
+                # If func(*args) raised or returned no coroutine, no task will
+                # ever call on_done, so the trio task is woken with the error here.
+                token.run_sync_soon(trio.lowlevel.reschedule, task, outcome.Error(error))
+                return
             handle["task"] = asyncio_task
             asyncio_task.add_done_callback(on_done)
 
