@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -154,4 +154,26 @@ async def live_server(database: Database, database_url: str, nursery: trio.Nurse
     runtime, base_url = await start_live_server(nursery, test_settings(database_url))
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         yield LiveServer(runtime, base_url, client)
+    nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def live_server_factory(
+    database: Database, database_url: str, nursery: trio.Nursery
+) -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+    """A function that starts the live server with some settings overridden, over an emptied database.
+
+    Call it as ``await live_server_factory(max_body_bytes=256)``.
+    """
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(**overrides: object) -> LiveServer:
+        runtime, base_url = await start_live_server(nursery, test_settings(database_url, **overrides))
+        client = httpx.AsyncClient(base_url=base_url, timeout=30)
+        clients.append(client)
+        return LiveServer(runtime, base_url, client)
+
+    yield start
+    for client in clients:
+        await client.aclose()
     nursery.cancel_scope.cancel()
