@@ -28,6 +28,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["JSON_SORT_KEYS"] = False
+    # Quart answers OPTIONS itself with an empty HTML page unless told not
+    # to; without it OPTIONS is a 405 JSON error like any other method.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions["tickets"] = runtime
     register_error_handlers(app)
 
