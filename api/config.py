@@ -42,3 +42,4 @@ class Settings(BaseSettings):
     mail_from: str = Field("Tickets <no-reply@tickets.example>", description="From address of passenger emails.")
     mail_locale: str = Field("ru", pattern="^(ru|en)$", description="Language of passenger emails: ru or en.")
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field("text", pattern="^(text|json)$", description="Log line format: text or json (one JSON object per line).")
