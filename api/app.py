@@ -16,6 +16,8 @@ from .errors import ApiError, register_error_handlers
 from .models import MAX_ID, SeatRequest
 from .rendering import format_time, json_response, seat_body
 from .health import register_health
+from .metrics import register_metrics
+from .request_log import instrument_requests
 from .runtime import Runtime
 from .webhook import register_webhook
 
@@ -29,7 +31,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["tickets"] = runtime
-    register_error_handlers(app)
+    register_error_handlers(app, on_unavailable=runtime.metrics.count_unavailable)
+    instrument_requests(app, runtime.metrics)
 
     registry = runtime.registry
     deadline_seconds = runtime.settings.request_deadline
@@ -97,6 +100,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     register_webhook(app, runtime, read_json_body)
     register_health(app, runtime)
+    register_metrics(app, runtime.metrics)
     return app
 
 
