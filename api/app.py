@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, time
 from typing import Any
 
 import trio
@@ -10,7 +11,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from engine.commands import Book, Buy, CancelReservation, ListTickets, SeatReply, TicketsReply
-from persistence.flight_queries import flights_on_sale
+from persistence.flight_queries import flights_on_sale, search_flights
 
 from .errors import ApiError, register_error_handlers
 from .models import MAX_ID, SeatRequest
@@ -19,6 +20,7 @@ from .health import register_health
 from .metrics import register_metrics
 from .request_log import instrument_requests
 from .runtime import Runtime
+from .search import FlightQuery, TicketQuery, flight_cursor, flight_position, next_link, parse_query, ticket_cursor, ticket_position
 from .webhook import register_webhook
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,34 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.get("/api/v1/flights")
     async def list_flights() -> Response:
+        """List flights on sale, earliest departure first.
+
+        Without query parameters the whole list is returned. The filters
+        narrow it, and ``limit`` pages it: a ``Link`` header with
+        ``rel="next"`` then points at the next page while one follows.
+        """
+        query = parse_query(FlightQuery, request.args) if request.args else None
         with trio.move_on_after(deadline_seconds) as scope:
-            flights = await flights_on_sale(runtime.database)
+            if query is None:
+                flights = await flights_on_sale(runtime.database)
+            else:
+                flights = await search_flights(
+                    runtime.database,
+                    departure=query.departure,
+                    arrival=query.arrival,
+                    day_start=datetime.combine(query.date, time(), UTC) if query.date is not None else None,
+                    after=flight_position(query.cursor) if query.cursor is not None else None,
+                    # One more than a page tells whether another page follows.
+                    limit=query.limit + 1 if query.limit is not None else None,
+                )
         if scope.cancelled_caught:
             raise ApiError(503, "deadline_exceeded", "the flight list did not load in time; retry later", {"Retry-After": "1"})
-        return json_response(
+
+        link = None
+        if query is not None and query.limit is not None and len(flights) > query.limit:
+            flights = flights[: query.limit]
+            link = next_link(request.path, request.args, flight_cursor(flights[-1].departure_time, flights[-1].id))
+        response = json_response(
             [
                 {
                     "id": flight.id,
@@ -60,15 +85,37 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 for flight in flights
             ]
         )
+        if link is not None:
+            response.headers["Link"] = link
+        return response
 
     @app.get("/api/v1/tickets/flight-<flight_ref>")
     async def list_tickets(flight_ref: str) -> Response:
+        """List the tickets of a flight that can be booked or bought now, by seat.
+
+        The list is empty while the flight's sales are closed or it is
+        canceled. ``limit`` and ``cursor`` page it as for the flight list.
+        """
         flight_id = parse_id(flight_ref, "flight id")
+        query = parse_query(TicketQuery, request.args) if request.args else None
         reply = await registry.ask(flight_id, ListTickets(), trio.current_time() + deadline_seconds)
         assert isinstance(reply, TicketsReply)
-        return json_response(
-            [{"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value} for ticket in reply.tickets]
+        tickets = reply.tickets
+
+        link = None
+        if query is not None:
+            if query.cursor is not None:
+                after_seat = ticket_position(query.cursor)
+                tickets = [ticket for ticket in tickets if ticket.seat > after_seat]
+            if query.limit is not None and len(tickets) > query.limit:
+                tickets = tickets[: query.limit]
+                link = next_link(request.path, request.args, ticket_cursor(tickets[-1].seat))
+        response = json_response(
+            [{"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value} for ticket in tickets]
         )
+        if link is not None:
+            response.headers["Link"] = link
+        return response
 
     async def seat_command(command_type: Any, status: int) -> Response:
         seat_request = await read_seat_request()
