@@ -1,9 +1,16 @@
-"""One log line and one metrics sample per request, and the X-Request-ID header.
+"""One log line and one metrics sample per request, the X-Request-ID header, and body draining.
 
 The app's ``handle_request`` is wrapped rather than adding before- and
 after-request hooks: one wrapper sees every response, including the error
 handlers' and a request cancelled because its client went away, and costs
 one function call.
+
+With quart-trio 0.12 on Hypercorn 0.18's trio worker, a keep-alive
+connection sometimes hangs on its next request when a response was sent
+before the request body had arrived in full (a 405, 415 or 404 for a request
+with a body, an automatic OPTIONS). A raw ASGI app on the same Hypercorn
+does not hang. The wrapper therefore waits for the rest of such a body
+before returning the response, and closes the connection when it cannot.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from quart import Request
+from werkzeug.exceptions import HTTPException
 from quart_trio import QuartTrio
 
 from .logs import REQUEST_ID
@@ -30,6 +38,9 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._~:;=+/@-]{1,128}$")
 
 # Status logged for a request whose client disconnected before the response (as nginx logs it).
 CLIENT_CLOSED_REQUEST = 499
+
+# How long a response waits for the unread rest of its request's body, in seconds.
+_BODY_DRAIN_TIMEOUT = 1.0
 
 
 def request_id_for(request: Request) -> str:
@@ -53,6 +64,8 @@ def instrument_requests(app: QuartTrio, metrics: Metrics) -> None:
             response = await handle_request(request)
             status = response.status_code
             response.headers[REQUEST_ID_HEADER] = request_id
+            if _has_body(request):
+                await _finish_body(request, response)
             return response
         except trio.Cancelled:
             status = CLIENT_CLOSED_REQUEST
@@ -77,3 +90,23 @@ def instrument_requests(app: QuartTrio, metrics: Metrics) -> None:
                 )
 
     app.handle_request = handle_logged_request  # type: ignore[method-assign]
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("Content-Length")
+    return (length is not None and length != "0") or "Transfer-Encoding" in request.headers
+
+
+async def _finish_body(request: Request, response) -> None:
+    """Wait until the request body has arrived, or mark the response to close the connection."""
+    if response.status_code == 413:
+        response.headers["Connection"] = "close"
+        return
+    with trio.move_on_after(_BODY_DRAIN_TIMEOUT) as scope:
+        try:
+            await request.body
+        except HTTPException:
+            # Too large, or it timed out: the rest stays unread.
+            response.headers["Connection"] = "close"
+    if scope.cancelled_caught:
+        response.headers["Connection"] = "close"
