@@ -18,6 +18,7 @@ from .models import MAX_ID, SeatRequest
 from .rendering import format_time, json_response, seat_body
 from .health import register_health
 from .metrics import register_metrics
+from .openapi import register_openapi
 from .request_log import instrument_requests
 from .runtime import Runtime
 from .search import FlightQuery, TicketQuery, flight_cursor, flight_position, next_link, parse_query, ticket_cursor, ticket_position
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def create_app(runtime: Runtime) -> QuartTrio:
     """Build the app around a running runtime (database, registry, settings)."""
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["JSON_SORT_KEYS"] = False
@@ -128,14 +129,17 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.post("/api/v1/tickets/buy")
     async def buy() -> Response:
+        """Buy a ticket that is available or booked by the same passenger."""
         return await seat_command(Buy, 201)
 
     @app.post("/api/v1/tickets/book")
     async def book() -> Response:
+        """Book (hold) an available ticket until booked_until."""
         return await seat_command(Book, 201)
 
     @app.post("/api/v1/tickets/cancel-reservation")
     async def cancel_reservation() -> Response:
+        """Release a reservation held by the same passenger."""
         seat_request = await read_seat_request()
         command = CancelReservation(seat_request.ticketId, seat_request.passenger.to_domain())
         reply = await registry.ask_for_ticket(
@@ -148,6 +152,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     register_webhook(app, runtime, read_json_body)
     register_health(app, runtime)
     register_metrics(app, runtime.metrics)
+    register_openapi(app)
     return app
 
 
