@@ -53,10 +53,6 @@ def show_value(field_name: str, value: Any) -> str:
     return mask_sensitive(str(value))
 
 
-def show_default(field: FieldInfo) -> str:
-    return "(unset)" if field.default is None else str(field.default)
-
-
 @dataclass(frozen=True)
 class SettingRow:
     variable: str
@@ -100,7 +96,8 @@ def settings_markdown_table() -> str:
     """Return the README's table of settings: variable, default, unit, meaning."""
     lines = ["| variable | default | unit | meaning |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        cells = [f"`{variable_name(name)}`", f"`{show_default(field)}`", unit_of(field), field.description or ""]
+        default = "unset" if field.default is None else f"`{field.default}`"
+        cells = [f"`{variable_name(name)}`", default, unit_of(field), field.description or ""]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
@@ -123,3 +120,8 @@ def describe_invalid_settings(error: pydantic.ValidationError) -> list[str]:
         shown = "***" if secret else mask_sensitive(repr(given))
         lines.append(f"invalid setting {variable_name(name)}={shown}: {message}; expected {expected_form(field)}")
     return lines
+
+
+if __name__ == "__main__":
+    # The README's table: python -m api.config_report
+    print(settings_markdown_table())
