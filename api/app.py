@@ -63,7 +63,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
                     arrival=query.arrival,
                     day_start=datetime.combine(query.date, time(), UTC) if query.date is not None else None,
                     after=flight_position(query.cursor) if query.cursor is not None else None,
-                    # One more than a page tells whether another page follows.
+                    # Fetching one flight more than the page shows whether another page follows.
                     limit=query.limit + 1 if query.limit is not None else None,
                 )
         if scope.cancelled_caught:

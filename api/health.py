@@ -29,7 +29,7 @@ def register_health(app: QuartTrio, runtime: Runtime) -> None:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        """Readiness: the database answers and its schema is current."""
+        """Readiness: the database responds and its schema is current."""
         problem = None
         with trio.move_on_after(_READY_TIMEOUT) as scope:
             try:

@@ -1,7 +1,7 @@
 """Logging set-up: text or JSON lines on stderr, request ids, masked personal data and secrets.
 
-Every line passes through ``mask_sensitive`` before it is written, whoever
-logged it: passport numbers keep only their last two characters, and
+Every line passes through ``mask_sensitive`` before it is written, from any
+logger: passport numbers keep only their last two characters, and
 secrets, passwords and tokens are replaced by ``***``. Masking works on
 what a line shows: a ``key=value``, ``key: value`` or JSON ``"key": "value"``
 pair whose key names such a value, and the password of a URL. A passport

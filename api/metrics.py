@@ -44,8 +44,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
-# A scrape waits at most this long for the outbox count, in seconds; the
-# backlog series is left out of a scrape that does not get it in time.
+# A scrape waits at most this long for the outbox count, in seconds. A
+# scrape that does not get the count in time leaves the backlog series out.
 _OUTBOX_QUERY_TIMEOUT = 1.0
 
 # Route label of a request that matched no route (404) or failed before routing.

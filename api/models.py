@@ -60,8 +60,8 @@ class SeatRequest(BaseModel):
 
 
 # Response bodies. The routes render plain dicts in one JSON encode
-# (api/rendering.py); these models describe the same shapes for the OpenAPI
-# document, and the schemathesis test checks real responses against them.
+# (api/rendering.py), and these models describe the same shapes for the
+# OpenAPI document. The schemathesis test checks real responses against them.
 
 TimeText = Annotated[
     str,

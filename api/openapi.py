@@ -102,7 +102,7 @@ class _OpenApiDocument(BaseModel):
 
 @dataclass(frozen=True)
 class Operation:
-    """What the document says about one route: its models, statuses and media type."""
+    """The document's description of one route: its models, statuses and media type."""
 
     tag: str
     responses: dict[int, Any]
@@ -219,14 +219,14 @@ def register_openapi(app: QuartTrio) -> None:
 
     @app.get(OPENAPI_PATH)
     async def openapi_document() -> Response:
-        """The OpenAPI 3.1 document of this API."""
+        """Return the OpenAPI 3.1 document of this API."""
         if not cached:
             cached.append(pydantic_core.to_json(provider.schema()))
         return Response(cached[0], status=200, content_type=JSON_CONTENT_TYPE)
 
     @app.get(DOCS_PATH)
     async def api_docs() -> Response:
-        """Interactive API documentation (Swagger UI)."""
+        """Return the interactive API documentation (Swagger UI)."""
         return Response(_DOCS_PAGE, status=200, content_type="text/html; charset=utf-8")
 
     for rule in app.url_map.iter_rules():

@@ -1,7 +1,7 @@
 """One log line and one metrics sample per request, the X-Request-ID header, and body draining.
 
 The app's ``handle_request`` is wrapped rather than adding before- and
-after-request hooks: one wrapper sees every response, including the error
+after-request hooks: one wrapper handles every response, including the error
 handlers' and a request cancelled because its client went away, and costs
 one function call.
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 
 # An incoming id is used as given only if it is short and made of characters
-# that need no escaping in a log line or a header; otherwise a new one is made.
+# that need no escaping in a log line or a header. Otherwise a new one is made.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._~:;=+/@-]{1,128}$")
 
 # Status logged for a request whose client disconnected before the response (as nginx logs it).

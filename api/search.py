@@ -108,7 +108,7 @@ def _valid(position: Any) -> Any:
     return AfterValidator(check)
 
 
-Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description=f"Most items in the page, 1 to {MAX_PAGE_SIZE}."), BeforeValidator(_digits)]
+Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description=f"Maximum items in the page, 1 to {MAX_PAGE_SIZE}."), BeforeValidator(_digits)]
 Cursor = Annotated[
     str,
     StringConstraints(min_length=1, max_length=_MAX_CURSOR_LENGTH),

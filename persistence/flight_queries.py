@@ -58,8 +58,8 @@ async def search_flights(
 ) -> list[FlightSummary]:
     """Return flights on sale that match every given filter, in the flight list's order.
 
-    ``day_start`` selects flights departing in the 24 hours from it; ``after``
-    is the (departure_time, id) of the last flight of the previous page;
+    ``day_start`` selects flights departing in the 24 hours from it. ``after``
+    is the (departure_time, id) of the last flight of the previous page.
     ``limit`` None returns every match.
     """
     after_time, after_id = after if after is not None else (None, None)

@@ -53,7 +53,7 @@ def unused_port() -> int:
 
 
 async def test_readyz_database_down_503(database_url):
-    # A pool with no connections yet, aimed at a loopback port nobody listens on.
+    # A pool with no connections yet, aimed at a loopback port with no listener.
     dsn = f"postgresql://postgres@127.0.0.1:{unused_port()}/postgres"
     database = await Database.open(dsn, min_size=0, max_size=1, acquire_timeout=1)
     try:

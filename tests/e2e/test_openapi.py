@@ -15,8 +15,8 @@ from persistence.seed import seed_flights
 
 pytestmark = pytest.mark.trio
 
-# The checks that find 5xx answers and answers the document does not describe,
-# plus invalid input that is accepted and methods that are not rejected.
+# The checks that find 5xx responses and responses the document does not
+# describe, plus invalid input that is accepted and methods that are not rejected.
 SCHEMATHESIS_CHECKS = [
     "not_a_server_error",
     "status_code_conformance",
@@ -99,7 +99,7 @@ async def test_docs_page_loads_document(live_server):
 
 
 async def test_keep_alive_survives_unread_bodies(live_server):
-    # Each of these is answered without reading the body; before the app
+    # The app responds to each of these without reading the body. Before it
     # waited for such bodies, the next request on the connection could hang.
     requests = [
         ("PUT", "/api/v1/tickets/book", "application/json"),
