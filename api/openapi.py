@@ -151,6 +151,14 @@ class _Provider(OpenAPIProvider):
             parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
         return parameter
 
+    def build_querystring_parameters(self, model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        parameters, components = super().build_querystring_parameters(model)
+        for parameter in parameters:
+            # An absent parameter is the default; null is not a value a query string can carry.
+            if parameter["schema"].get("default", "") is None:
+                del parameter["schema"]["default"]
+        return parameters, components
+
     def generate_rules(self) -> Any:
         return (rule for rule in super().generate_rules() if rule.endpoint in OPERATIONS)
 
