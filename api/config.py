@@ -3,46 +3,88 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The key shown in the API documentation; accepted only in demo mode.
 DEMO_CALLBACK_SECRET = "a1b2c3d4e5f6a1b2c3d4e5f6"
 
 
+def _setting(default: Any, description: str, unit: str, **constraints: Any) -> Any:
+    """Declare a setting: its default, what it sets, and the unit or form of its value."""
+    return Field(default, description=description, json_schema_extra={"unit": unit}, **constraints)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MAIL_SCHEMES = ("smtp", "smtps", "file", "console")
+
+
 class Settings(BaseSettings):
     """Every setting of the service, each with a working local default."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETS_", extra="ignore")
+    # An empty variable (TICKETS_X=) counts as unset, so it takes the default.
+    model_config = SettingsConfigDict(env_prefix="TICKETS_", extra="ignore", env_ignore_empty=True)
 
-    database_url: str | None = Field(
-        None, description="PostgreSQL URL; unset means an embedded server in `pgdata`."
+    database_url: str | None = _setting(
+        None, "PostgreSQL URL; unset starts an embedded server in TICKETS_PGDATA.", "postgresql:// URL"
     )
-    pgdata: Path = Field(Path("var/pgdata"), description="Data folder of the embedded PostgreSQL server.")
-    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port the HTTP server listens on.")
-    booking_ttl: int = Field(900, ge=1, le=7 * 24 * 3600, description="How long a booking holds a seat, in seconds.")
-    max_body_bytes: int = Field(16384, ge=256, le=16 * 1024 * 1024, description="Largest accepted request body, in bytes.")
-    request_deadline: float = Field(
-        5.0, gt=0, le=120, description="Time a request may wait for its flight's reply, in seconds."
+    pgdata: Path = _setting(Path("var/pgdata"), "Data folder of the embedded PostgreSQL server.", "path")
+    host: str = _setting("127.0.0.1", "Address the HTTP server listens on.", "IP address or host name", min_length=1)
+    port: int = _setting(8000, "TCP port the HTTP server listens on; 0 picks a free one.", "port", ge=0, le=65535)
+    booking_ttl: int = _setting(900, "How long a booking holds a seat.", "seconds", ge=1, le=7 * 24 * 3600)
+    max_body_bytes: int = _setting(
+        16384, "Largest accepted request body; larger ones get 413.", "bytes", ge=256, le=16 * 1024 * 1024
     )
-    mailbox_size: int = Field(1024, ge=1, le=1_000_000, description="Pending commands per flight before 503, in commands.")
-    batch_cap: int = Field(256, ge=1, le=100_000, description="Most commands committed in one transaction.")
-    actor_idle_timeout: float = Field(
-        300.0, gt=0, description="Idle time after which a flight's actor is stopped, in seconds."
+    request_deadline: float = _setting(
+        5.0, "How long a request waits for its flight's reply before 503.", "seconds", gt=0, le=120
     )
-    pool_min_size: int = Field(2, ge=0, le=1000, description="Database connections kept open.")
-    pool_max_size: int = Field(10, ge=1, le=1000, description="Most database connections at once.")
-    db_command_timeout: float = Field(10.0, gt=0, description="Longest database statement, in seconds.")
-    callback_secret: SecretStr | None = Field(
-        None, description="Shared secret of the airline webhook; required unless serving with --demo."
+    mailbox_size: int = _setting(1024, "Pending commands per flight before 503.", "commands", ge=1, le=1_000_000)
+    batch_cap: int = _setting(256, "Maximum commands committed in one transaction.", "commands", ge=1, le=100_000)
+    actor_idle_timeout: float = _setting(300.0, "Idle time after which a flight's actor is stopped.", "seconds", gt=0)
+    pool_min_size: int = _setting(2, "Database connections kept open.", "connections", ge=0, le=1000)
+    pool_max_size: int = _setting(10, "Maximum database connections at once.", "connections", ge=1, le=1000)
+    db_command_timeout: float = _setting(10.0, "Longest database statement.", "seconds", gt=0)
+    callback_secret: SecretStr | None = _setting(
+        None, "Shared secret of the airline webhook; required unless serving with --demo.", "text (secret)"
     )
-    mail_url: str = Field("file://var/mail", description="Email sender: smtp://host:port, smtps://, file://folder or console://.")
-    mail_from: str = Field("Tickets <no-reply@tickets.example>", description="From address of passenger emails.")
-    mail_locale: str = Field("ru", pattern="^(ru|en)$", description="Language of passenger emails: ru or en.")
-    mail_concurrency: int = Field(8, ge=1, le=1000, description="Emails sent at once by one server process.")
-    mail_max_attempts: int = Field(
-        8, ge=1, le=100, description="Send attempts per email before it is marked failed."
+    mail_url: str = _setting(
+        "file://var/mail", "Email sender: smtp://host:port, smtps://user:password@host:port, file://folder or console://.", "URL"
     )
-    log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    mail_from: str = _setting("Tickets <no-reply@tickets.example>", "From address of passenger emails.", "email address")
+    mail_locale: str = _setting("ru", "Language of passenger emails.", "ru or en", pattern="^(ru|en)$")
+    mail_concurrency: int = _setting(8, "Emails sent at once by one server process.", "emails", ge=1, le=1000)
+    mail_max_attempts: int = _setting(8, "Send attempts per email before it is marked failed.", "attempts", ge=1, le=100)
+    log_level: str = _setting("INFO", "Lowest level of log lines written.", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    log_format: str = _setting("text", "Log line format; json writes one JSON object per line.", "text or json", pattern="^(text|json)$")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+    @field_validator("mail_url")
+    @classmethod
+    def _mail_scheme(cls, value: str) -> str:
+        scheme, separator, _ = value.partition("://")
+        if not separator or scheme not in _MAIL_SCHEMES:
+            raise ValueError(f"must start with one of {', '.join(name + '://' for name in _MAIL_SCHEMES)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> Settings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"TICKETS_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed TICKETS_POOL_MAX_SIZE ({self.pool_max_size})"
+            )
+        return self

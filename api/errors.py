@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pydantic
 from quart import Quart, Response, request
@@ -56,9 +57,13 @@ def describe_validation_error(error: pydantic.ValidationError) -> tuple[str, str
     return "invalid_request", "invalid request: " + "; ".join(parts) + more
 
 
-def register_error_handlers(app: Quart) -> None:
+def register_error_handlers(app: Quart, on_unavailable: Callable[[str], None] = lambda code: None) -> None:
+    """Map every error to a JSON response; call ``on_unavailable(code)`` for each 503."""
+
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
+        if error.status == 503:
+            on_unavailable(error.code)
         return error_response(error.status, error.code, error.message, error.headers)
 
     @app.errorhandler(pydantic.ValidationError)
@@ -73,6 +78,7 @@ def register_error_handlers(app: Quart) -> None:
         if isinstance(error, FlightNotFound):
             return error_response(404, error.code, str(error))
         if isinstance(error, ServiceUnavailable):
+            on_unavailable(error.code)
             log.warning("%s %s answered 503 %s: %s", request.method, request.path, error.code, error)
             return error_response(503, error.code, str(error), {"Retry-After": str(error.retry_after)})
         log.error("%s %s failed: %s", request.method, request.path, error)

@@ -24,10 +24,12 @@ def register_health(app: QuartTrio, runtime: Runtime) -> None:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        """Liveness: the process serves HTTP."""
         return json_response({"status": "ok"})
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        """Readiness: the database responds and its schema is current."""
         problem = None
         with trio.move_on_after(_READY_TIMEOUT) as scope:
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import trio
@@ -20,6 +20,7 @@ from persistence.seed import seed_demo
 from notify import Notifier, sender_from_url
 
 from .config import DEMO_CALLBACK_SECRET, Settings
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Runtime:
     registry: Registry
     # None disables the webhook (503) because no secret was configured.
     callback_secret: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @asynccontextmanager
@@ -107,12 +109,14 @@ async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterat
             await seed_demo(database)
         notifier = build_notifier(settings, database)
 
-        registry = Registry(PostgresFlightStore(database), actor_settings(settings))
+        metrics = Metrics()
+        registry = Registry(PostgresFlightStore(database), actor_settings(settings), observer=metrics)
+        metrics.watch(registry, database)
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
             await nursery.start(notifier.run)
             try:
-                yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo))
+                yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo), metrics)
                 with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):
                     await registry.close()
             finally:

@@ -64,6 +64,7 @@ def register_webhook(app: QuartTrio, runtime: Runtime, read_json_body) -> None:
 
     @app.post("/api/v1/callback/events")
     async def callback_event() -> Response:
+        """Apply an airline event: close a flight's sales or cancel it. Replays change nothing."""
         if secret is None:
             raise ApiError(
                 503,

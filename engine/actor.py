@@ -19,6 +19,7 @@ import trio
 
 from .commands import Command, Reply, decide
 from .errors import CommitFailed, EngineError, FlightNotFound, SeatRuleViolation
+from .observer import NULL_OBSERVER, EngineObserver
 from .ports import FlightStore, StaleFlightState, StoreError
 from .seats import Flight
 
@@ -90,6 +91,7 @@ class FlightActor:
         clock: Callable[[], datetime] = utc_now,
         on_idle: Callable[[FlightActor], bool] = lambda actor: True,
         on_loaded: Callable[[Flight], None] = lambda flight: None,
+        observer: EngineObserver = NULL_OBSERVER,
     ) -> None:
         self.flight_id = flight_id
         self.flight: Flight | None = None
@@ -98,6 +100,7 @@ class FlightActor:
         self._clock = clock
         self._on_idle = on_idle
         self._on_loaded = on_loaded
+        self._observer = observer
         self.mailbox, self._inbox = trio.open_memory_channel[Envelope](settings.mailbox_size)
         self._in_flight: list[Envelope] = []
         self._last_activity = trio.current_time()
@@ -177,14 +180,17 @@ class FlightActor:
 
         changes = flight.take_changes()
         if changes:
+            started = trio.current_time()
             try:
                 # Shielded: once sent, the transaction's outcome must be known
                 # before anyone is answered. asyncpg's command timeout bounds it.
                 with trio.CancelScope(shield=True):
                     await self._store.commit(self.flight_id, changes)
             except StoreError as error:
+                self._observer.batch_failed(len(decided), trio.current_time() - started)
                 await self._recover(decided, error)
                 return
+            self._observer.batch_committed(len(decided), trio.current_time() - started)
             flight.mark_written(changes)
 
         for envelope, outcome in decided:

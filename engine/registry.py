@@ -11,6 +11,7 @@ import trio
 from .actor import ActorSettings, Envelope, EnvelopeState, FlightActor, utc_now
 from .commands import Command, Reply
 from .errors import ActorCrashed, DeadlineExceeded, EngineError, FlightNotFound, Overloaded, ServiceUnavailable, TicketNotFound
+from .observer import NULL_OBSERVER, EngineObserver
 from .ports import FlightStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,10 @@ class Registry:
         *,
         clock: Callable[[], datetime] = utc_now,
         ticket_cache_size: int = 1_000_000,
+        observer: EngineObserver = NULL_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._settings = settings
         self._clock = clock
         self._actors: dict[int, FlightActor] = {}
@@ -48,6 +51,10 @@ class Registry:
 
     def actor(self, flight_id: int) -> FlightActor | None:
         return self._actors.get(flight_id)
+
+    def mailbox_depths(self) -> list[int]:
+        """Return the number of queued commands of each active actor."""
+        return [actor.mailbox_depth for actor in self._actors.values()]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the actors until cancelled or until ``close`` lets them drain."""
@@ -139,6 +146,7 @@ class Registry:
             clock=self._clock,
             on_idle=self._passivate,
             on_loaded=lambda flight: self._remember_tickets(list(flight.tickets), flight.id),
+            observer=self._observer,
         )
         self._actors[flight_id] = actor
         self._nursery.start_soon(self._supervise, actor, name=f"flight-{flight_id}")

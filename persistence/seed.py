@@ -6,6 +6,7 @@ Tickets are written with COPY, so a million seats load in seconds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -81,11 +82,30 @@ async def seed_demo(database: Database, now: datetime | None = None) -> list[int
     return flight_ids
 
 
+# Maximum tickets per transaction of a generated load: large enough that
+# COPY dominates, small enough that a failure loses little. Smaller loads
+# use a twentieth of their tickets, so progress shows at least 20 steps.
+SEED_CHUNK_TICKETS = 50_000
+
+
 async def seed_generated(
-    database: Database, flight_count: int, seats: int, *, chunk: int = 100, now: datetime | None = None
+    database: Database,
+    flight_count: int,
+    seats: int,
+    *,
+    chunk: int | None = None,
+    now: datetime | None = None,
+    on_progress: Callable[[int], None] = lambda tickets: None,
 ) -> list[int]:
-    """Insert ``flight_count`` generated flights in chunks of ``chunk`` flights per transaction."""
+    """Insert ``flight_count`` generated flights of ``seats`` seats each, ``chunk`` flights per transaction.
+
+    ``chunk`` defaults to as many flights as fit in SEED_CHUNK_TICKETS tickets
+    or a twentieth of all tickets, whichever is less.
+    ``on_progress(tickets)`` is called after each committed transaction with
+    the number of tickets it added.
+    """
     now = now or datetime.now(UTC)
+    chunk = chunk or max(1, min(SEED_CHUNK_TICKETS, flight_count * seats // 20) // seats)
     flight_ids: list[int] = []
     for first in range(0, flight_count, chunk):
         flights = [
@@ -98,4 +118,5 @@ async def seed_generated(
             for number in range(first, min(first + chunk, flight_count))
         ]
         flight_ids += await seed_flights(database, flights, seats)
+        on_progress(len(flights) * seats)
     return flight_ids
