@@ -12,6 +12,7 @@ from persistence.errors import DatabaseError, DatabaseUnavailable
 
 from .backoff import retry_delay
 from .messages import render_message, validate_locale
+from .metrics import EMAILS_FAILED, EMAILS_SENT
 from .notice import Notice
 from .outbox import Claim, OutboxStore
 from .senders import Sender, SendError
@@ -181,6 +182,7 @@ class Notifier:
                     await self._record_failure(notice, f"{type(error).__name__}: {error}")
                     return
                 sent = True
+                EMAILS_SENT.labels(kind=notice.kind).inc()
                 log.info(
                     "outbox %d: %s email sent (flight %d, passenger %d, attempt %d)",
                     notice.outbox_id,
@@ -215,6 +217,7 @@ class Notifier:
         """Schedule a retry, or mark the row failed if ``final`` or its attempts are used up."""
         if final or notice.attempts >= self._max_attempts:
             await self._write_result(notice, self._store.mark_failed, notice.outbox_id, notice.attempts, error)
+            EMAILS_FAILED.labels(kind=notice.kind).inc()
             log.error(
                 "outbox %d (flight %d, passenger %d): marked failed on attempt %d of %d: %s",
                 notice.outbox_id,

@@ -41,9 +41,17 @@ async def open_flight(database_url: str, nursery: trio.Nursery, smtp: SmtpServer
     return httpx.AsyncClient(base_url=base_url, timeout=30), flight_id
 
 
+def emails_sent_metric(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith('tickets_emails_sent_total{kind="flight_canceled"}'):
+            return float(line.split()[-1])
+    raise AssertionError("tickets_emails_sent_total{kind=flight_canceled} is missing from /metrics")
+
+
 async def test_cancel_emails_each_passenger_once(database, database_url, nursery, smtp):
     client, flight_id = await open_flight(database_url, nursery, smtp, database)
     async with client:
+        sent_before = emails_sent_metric((await client.get("/metrics")).text)
         await client.post("/api/v1/tickets/book", json={"ticketId": 1, "passenger": passenger("anna")})
         await client.post("/api/v1/tickets/book", json={"ticketId": 2, "passenger": passenger("anna")})
         await client.post("/api/v1/tickets/book", json={"ticketId": 3, "passenger": passenger("boris")})
@@ -52,7 +60,9 @@ async def test_cancel_emails_each_passenger_once(database, database_url, nursery
         response = await client.post("/api/v1/callback/events", json=event(flight_id, "flight_canceled"))
         assert response.status_code == 200
         await wait_for_messages(smtp, 3)
+        sent_after = emails_sent_metric((await client.get("/metrics")).text)
 
+    assert sent_after - sent_before == 3
     messages = {received.recipients[0]: received.message for received in smtp.handler.messages}
     assert sorted(messages) == ["anna@mail.com", "boris@mail.com", "vera@mail.com"]
     anna = messages["anna@mail.com"]
