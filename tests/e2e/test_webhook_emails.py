@@ -60,6 +60,11 @@ async def test_cancel_emails_each_passenger_once(database, database_url, nursery
         response = await client.post("/api/v1/callback/events", json=event(flight_id, "flight_canceled"))
         assert response.status_code == 200
         await wait_for_messages(smtp, 3)
+        # The counter moves once the SMTP session closes, just after delivery.
+        with trio.move_on_after(5):
+            while emails_sent_metric((await client.get("/metrics")).text) < sent_before + 3:
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)
         sent_after = emails_sent_metric((await client.get("/metrics")).text)
 
     assert sent_after - sent_before == 3
