@@ -34,7 +34,25 @@ class Settings(BaseSettings):
     )
     pool_min_size: int = Field(2, ge=0, le=1000, description="Database connections kept open.")
     pool_max_size: int = Field(10, ge=1, le=1000, description="Most database connections at once.")
+    pool_acquire_timeout: float = Field(
+        2.0, gt=0, le=60, description="Longest wait for a free database connection before 503, in seconds."
+    )
     db_command_timeout: float = Field(10.0, gt=0, description="Longest database statement, in seconds.")
+    idempotency_ttl: int = Field(
+        24 * 3600, ge=60, le=30 * 24 * 3600, description="How long a response is replayed for its Idempotency-Key, in seconds."
+    )
+    max_concurrent_requests: int = Field(
+        1024, ge=1, le=1_000_000, description="Requests handled at once by one process before 503, in requests."
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, le=3600, description="Time an idle connection, or one still sending request headers, stays open, in seconds."
+    )
+    read_timeout: float = Field(
+        10.0, gt=0, le=3600, description="Longest wait for the next bytes of a request body, in seconds."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, le=3600, description="Time in-flight requests get to finish after SIGTERM or SIGINT, in seconds."
+    )
     callback_secret: SecretStr | None = Field(
         None, description="Shared secret of the airline webhook; required unless serving with --demo."
     )

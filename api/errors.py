@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from engine.errors import EngineError, FlightNotFound, SeatRuleViolation, ServiceUnavailable
 
-from .rendering import json_response
+from .rendering import bytes_response, error_body
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = json_response({"error": message, "code": code}, status)
+    response = bytes_response(status, error_body(message, code))
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -19,6 +19,7 @@ import trio
 
 from .commands import Command, Reply, decide
 from .errors import CommitFailed, EngineError, FlightNotFound, SeatRuleViolation
+from .idempotency import IdempotentRequest, StoredResponse
 from .ports import FlightStore, StaleFlightState, StoreError
 from .seats import Flight
 
@@ -38,10 +39,11 @@ class EnvelopeState(enum.Enum):
 class Envelope:
     """A command in a mailbox, and the slot its reply arrives in."""
 
-    __slots__ = ("command", "state", "abandoned", "_done", "_reply", "_error")
+    __slots__ = ("command", "idempotency", "state", "abandoned", "_done", "_reply", "_error")
 
-    def __init__(self, command: Command) -> None:
+    def __init__(self, command: Command, idempotency: IdempotentRequest | None = None) -> None:
         self.command = command
+        self.idempotency = idempotency
         self.state = EnvelopeState.QUEUED
         # Set by a caller that gave up while the command was still queued;
         # the actor then skips it, so a 503 always means "not applied".
@@ -176,6 +178,7 @@ class FlightActor:
                 decided.append((envelope, violation))
 
         changes = flight.take_changes()
+        changes.responses = self._responses_to_store(decided)
         if changes:
             try:
                 # Shielded: once sent, the transaction's outcome must be known
@@ -193,6 +196,16 @@ class FlightActor:
             else:
                 envelope.resolve(outcome)
         self._in_flight = []
+
+    @staticmethod
+    def _responses_to_store(decided: list[tuple[Envelope, Reply | SeatRuleViolation]]) -> list[StoredResponse]:
+        responses = []
+        for envelope, outcome in decided:
+            if envelope.idempotency is not None:
+                response = envelope.idempotency.stored_response(outcome)
+                if response is not None:
+                    responses.append(response)
+        return responses
 
     async def _recover(self, decided: list[tuple[Envelope, object]], error: StoreError) -> None:
         if isinstance(error, StaleFlightState):

@@ -30,7 +30,7 @@ from persistence.migrations import migrate
 
 CALLBACK_SECRET = "test-callback-secret-0123456789"
 
-TABLES = ["outbox", "flight_events", "tickets", "passengers", "flights"]
+TABLES = ["idempotency_keys", "outbox", "flight_events", "tickets", "passengers", "flights"]
 
 
 def _with_database(url: str, name: str) -> str:
