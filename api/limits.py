@@ -1,0 +1,69 @@
+"""Cap on the HTTP requests one process handles at once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from .rendering import error_body
+
+log = logging.getLogger(__name__)
+
+# Probes stay answerable when the process is saturated, so an orchestrator
+# sees "overloaded but alive" rather than restarting the process.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: answer 503 with Retry-After, without reading the body, past ``limit`` running requests."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self._app = app
+        self.limit = limit
+        self.active = 0
+        self.rejected = 0
+        self._rejected_logged = 0
+        self._next_log = 0.0
+        self._body = error_body(
+            f"the server is handling its maximum of {limit} requests; retry later", "overloaded"
+        )
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+            await self._app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await self._reject(send)
+            return
+        self.active += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _reject(self, send: Any) -> None:
+        self.rejected += 1
+        now = trio.current_time()
+        if now >= self._next_log:
+            log.warning(
+                "rejected %d requests with 503 since the last report: %d requests already running (limit %d)",
+                self.rejected - self._rejected_logged,
+                self.active,
+                self.limit,
+            )
+            self._rejected_logged = self.rejected
+            self._next_log = now + 1.0
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json; charset=utf-8"),
+                    (b"content-length", str(len(self._body)).encode()),
+                    (b"retry-after", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self._body})
