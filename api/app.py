@@ -18,7 +18,7 @@ from .errors import ApiError, register_error_handlers
 from .health import register_health
 from .idempotency import IdempotencyKeys, Render, render_rejection
 from .json_body import read_json_body, validate_json
-from .limits import ConcurrencyLimit
+from .limits import ConcurrencyLimit, ShieldedLastSend
 from .models import MAX_ID, SeatRequest
 from .rendering import bytes_response, format_time, json_bytes, json_response, seat_body
 from .runtime import Runtime
@@ -96,7 +96,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     register_webhook(app, runtime, idempotency)
     register_health(app, runtime)
-    app.asgi_app = ConcurrencyLimit(app.asgi_app, runtime.settings.max_concurrent_requests)  # type: ignore[method-assign]
+    limited = ConcurrencyLimit(ShieldedLastSend(app.asgi_app), runtime.settings.max_concurrent_requests)
+    app.asgi_app = limited  # type: ignore[method-assign]
     return app
 
 

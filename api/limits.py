@@ -1,4 +1,4 @@
-"""Cap on the HTTP requests one process handles at once."""
+"""ASGI wrappers: a cap on the HTTP requests one process handles at once, and a shielded last send."""
 
 from __future__ import annotations
 
@@ -67,3 +67,33 @@ class ConcurrencyLimit:
             }
         )
         await send({"type": "http.response.body", "body": self._body})
+
+
+class ShieldedLastSend:
+    """ASGI middleware: shield the last body message of each response from cancellation.
+
+    Hypercorn 0.18 closes a ``Connection: close`` connection inside the
+    app's last ``send``. Quart-Trio cancels the request's nursery as soon as
+    that send returns or the disconnect message arrives, which can cancel
+    the close half-way: the client then has its full response but the
+    socket stays open until the read timeout, and a graceful shutdown waits
+    for it. Hypercorn shields its own socket writes, so shielding the last
+    send adds no new way to block.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_last_shielded(message: dict) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self._app(scope, receive, send_last_shielded)
