@@ -2,9 +2,10 @@
 
 It takes commands from a bounded mailbox, decides a batch of them in memory,
 writes the batch's changes in one transaction, and replies only after COMMIT.
-If the transaction fails, every caller in the batch gets an error and the
-actor reloads the flight from the database, so no uncommitted change
-survives in memory.
+If the transaction fails, the actor reloads the flight from the database, so
+no uncommitted change survives in memory, and every caller in the batch gets
+an error, unless the reloaded rows show that the commit did reach the
+database (a connection lost during COMMIT).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .commands import Command, Reply, decide
 from .errors import CommitFailed, EngineError, FlightNotFound, SeatRuleViolation
 from .idempotency import IdempotentRequest, StoredResponse
 from .ports import FlightStore, StaleFlightState, StoreError
-from .seats import Flight
+from .seats import Changes, Flight
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +187,13 @@ class FlightActor:
                 with trio.CancelScope(shield=True):
                     await self._store.commit(self.flight_id, changes)
             except StoreError as error:
-                await self._recover(decided, error)
+                await self._recover(decided, changes, error)
                 return
             flight.mark_written(changes)
 
+        self._answer(decided)
+
+    def _answer(self, decided: list[tuple[Envelope, Reply | SeatRuleViolation]]) -> None:
         for envelope, outcome in decided:
             if isinstance(outcome, SeatRuleViolation):
                 envelope.fail(outcome)
@@ -207,22 +211,55 @@ class FlightActor:
                     responses.append(response)
         return responses
 
-    async def _recover(self, decided: list[tuple[Envelope, object]], error: StoreError) -> None:
+    async def _recover(
+        self, decided: list[tuple[Envelope, Reply | SeatRuleViolation]], changes: Changes, error: StoreError
+    ) -> None:
         if isinstance(error, StaleFlightState):
             log.error("flight %d: guarded write found rows changed by another writer; reloading: %s", self.flight_id, error)
         else:
             log.error("flight %d: batch of %d commands failed to commit; reloading: %s", self.flight_id, len(decided), error)
+
+        # If the reload fails too, the actor crashes and its supervisor fails
+        # this batch and the queued commands; the next command starts a
+        # fresh actor.
+        self.flight = None
+        self.flight = await self._load()
+        log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
+
+        # A connection lost during COMMIT leaves the outcome unknown to the
+        # client library, though the server may have committed. The reloaded
+        # rows tell: answering such a batch with 503 would deny a sale that
+        # exists.
+        if not isinstance(error, StaleFlightState) and self._batch_is_in(self.flight, changes):
+            log.warning(
+                "flight %d: the failed commit of %d commands had reached the database; answering them as committed",
+                self.flight_id,
+                len(decided),
+            )
+            self._answer(decided)
+            return
 
         failure = CommitFailed(f"flight {self.flight_id}: the change could not be saved; retry later")
         for envelope, _ in decided:
             envelope.fail(failure)
         self._in_flight = []
 
-        # If the reload fails too, the actor crashes and its supervisor fails
-        # the queued commands; the next command starts a fresh actor.
-        self.flight = None
-        self.flight = await self._load()
-        log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
+    @staticmethod
+    def _batch_is_in(flight: Flight, changes: Changes) -> bool:
+        """Return True if the reloaded ``flight`` shows every ticket change of the batch as written.
+
+        Each written ticket's version is one above the version the batch
+        expected, which no other writer could produce without the guard
+        failing. A batch without ticket changes cannot be recognised this
+        way and counts as not written.
+        """
+        if not changes.tickets:
+            return False
+        for change in changes.tickets:
+            ticket = flight.tickets.get(change.ticket.id)
+            if ticket is None or ticket.version != change.expected_version + 1 or ticket.status is not change.ticket.status:
+                return False
+        return True
 
     def _wake_time(self) -> float:
         wake = self._last_activity + self._settings.idle_timeout
