@@ -9,6 +9,7 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from engine.errors import EngineError, FlightNotFound, SeatRuleViolation, ServiceUnavailable
+from engine.ports import StoreError, StoreUnavailable
 
 from .rendering import bytes_response, error_body
 
@@ -75,6 +76,17 @@ def register_error_handlers(app: Quart) -> None:
         if isinstance(error, ServiceUnavailable):
             log.warning("%s %s answered 503 %s: %s", request.method, request.path, error.code, error)
             return error_response(503, error.code, str(error), {"Retry-After": str(error.retry_after)})
+        log.error("%s %s failed: %s", request.method, request.path, error)
+        return error_response(500, "internal_error", "internal error; the request was not applied")
+
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> Response:
+        # Queries made by routes directly (the flight list), outside any actor.
+        if isinstance(error, StoreUnavailable):
+            log.warning("%s %s answered 503 database_unavailable: %s", request.method, request.path, error)
+            return error_response(
+                503, "database_unavailable", "the database is unavailable; retry later", {"Retry-After": "1"}
+            )
         log.error("%s %s failed: %s", request.method, request.path, error)
         return error_response(500, "internal_error", "internal error; the request was not applied")
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from .commands import Command, Reply, decide
-from .errors import CommitFailed, EngineError, FlightNotFound, SeatRuleViolation
+from .errors import CommitFailed, CommitOutcomeUnknown, EngineError, FlightNotFound, SeatRuleViolation
 from .idempotency import IdempotentRequest, StoredResponse
 from .ports import FlightStore, StaleFlightState, StoreError
 from .seats import Changes, Flight
@@ -219,11 +219,22 @@ class FlightActor:
         else:
             log.error("flight %d: batch of %d commands failed to commit; reloading: %s", self.flight_id, len(decided), error)
 
-        # If the reload fails too, the actor crashes and its supervisor fails
-        # this batch and the queued commands; the next command starts a
+        # If the reload fails too, nobody can tell whether the batch was
+        # committed: its callers hear so, and the actor crashes. Its
+        # supervisor fails the queued commands; the next command starts a
         # fresh actor.
         self.flight = None
-        self.flight = await self._load()
+        try:
+            self.flight = await self._load()
+        except StoreError:
+            unknown = CommitOutcomeUnknown(
+                f"flight {self.flight_id}: the database failed while saving the change, which may have been "
+                "applied; retry with the same Idempotency-Key, or check the ticket before retrying"
+            )
+            for envelope, _ in decided:
+                envelope.fail(unknown)
+            self._in_flight = []
+            raise
         log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
 
         # A connection lost during COMMIT leaves the outcome unknown to the

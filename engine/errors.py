@@ -87,6 +87,16 @@ class CommitFailed(ServiceUnavailable):
     code = "database_unavailable"
 
 
+class CommitOutcomeUnknown(ServiceUnavailable):
+    """The database went away during the batch's transaction and could not be asked since.
+
+    The change may have been committed. A retry with the same
+    Idempotency-Key returns the stored answer if it was.
+    """
+
+    code = "commit_outcome_unknown"
+
+
 class ActorCrashed(ServiceUnavailable):
     """The flight's actor failed while the command was pending."""
 

@@ -166,8 +166,11 @@ async def ticket_rows(database: Database, flight_id: int) -> dict:
 
 
 async def check(registry: Registry, database: Database, flight_id: int) -> None:
-    # A read goes through the mailbox: once it is answered, no batch is half done.
-    await ask(registry, flight_id, ListTickets())
+    # A read goes through the mailbox: once it is answered (and not failed
+    # with its batch), no batch is half done and no hold is due.
+    for _ in range(5):
+        if not isinstance(await ask(registry, flight_id, ListTickets()), EngineError):
+            break
     actor = registry.actor(flight_id)
     if actor is None or actor.flight is None:
         return
