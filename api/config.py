@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     pool_min_size: int = Field(2, ge=0, le=1000, description="Database connections kept open.")
     pool_max_size: int = Field(10, ge=1, le=1000, description="Most database connections at once.")
     pool_acquire_timeout: float = Field(
-        2.0, gt=0, le=60, description="Longest wait for a free database connection before 503, in seconds."
+        2.0, gt=0, le=60, description="Maximum wait for a free database connection before 503, in seconds."
     )
     db_command_timeout: float = Field(10.0, gt=0, description="Longest database statement, in seconds.")
     idempotency_ttl: int = Field(
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         5.0, gt=0, le=3600, description="Time an idle connection, or one still sending request headers, stays open, in seconds."
     )
     read_timeout: float = Field(
-        10.0, gt=0, le=3600, description="Longest wait for the next bytes of a request body, in seconds."
+        10.0, gt=0, le=3600, description="Maximum wait for the next bytes of a request body, in seconds."
     )
     shutdown_grace: float = Field(
         10.0, ge=0, le=3600, description="Time in-flight requests get to finish after SIGTERM or SIGINT, in seconds."

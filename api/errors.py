@@ -83,7 +83,7 @@ def register_error_handlers(app: Quart) -> None:
     async def store_error(error: StoreError) -> Response:
         # Queries made by routes directly (the flight list), outside any actor.
         if isinstance(error, StoreUnavailable):
-            log.warning("%s %s answered 503 database_unavailable: %s", request.method, request.path, error)
+            log.warning("%s %s responded 503 database_unavailable: %s", request.method, request.path, error)
             return error_response(
                 503, "database_unavailable", "the database is unavailable; retry later", {"Retry-After": "1"}
             )

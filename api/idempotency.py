@@ -3,8 +3,8 @@
 The first response to a key is stored by the flight actor in the same
 transaction as the change it reports (see ``engine.idempotency``). A later
 request with the same key and the same method, path and body gets that
-response again, with ``Idempotent-Replayed: true``; the same key with another
-request gets 422 ``idempotency_key_reused``; a duplicate that arrives while
+response again, with ``Idempotent-Replayed: true``. The same key with another
+request gets 422 ``idempotency_key_reused``. A duplicate that arrives while
 the first is still running gets 409 ``idempotency_key_in_progress``.
 
 Stored: every response the flight actor decided, which is a 2xx or a 400
@@ -63,7 +63,7 @@ def request_key() -> str | None:
 
 
 def request_hash(method: str, path: str, body: bytes) -> bytes:
-    """Return the SHA-256 that tells two requests under one key apart."""
+    """Return the SHA-256 of method, path and body, which distinguishes two requests under one key."""
     digest = hashlib.sha256()
     digest.update(f"{method} {path}\n".encode())
     digest.update(body)
@@ -71,11 +71,12 @@ def request_hash(method: str, path: str, body: bytes) -> bytes:
 
 
 class IdempotencyKeys:
-    """Runs keyed POST requests at most once per key within this process and the stored lifetime.
+    """Runs each keyed POST request at most once per key while its stored response lives.
 
     NOTE: the in-progress check covers one process. Two processes that get
-    the same new key at once both run the command; the second batch to
-    commit then fails on the key's primary key and its caller gets 503.
+    the same new key at once both run the command. The second batch to
+    commit then finds the key taken and fails as a whole, so every caller in
+    that batch gets 503.
     """
 
     def __init__(self, database: Database) -> None:
@@ -89,7 +90,7 @@ class IdempotencyKeys:
         execute: Callable[[IdempotentRequest | None], Awaitable[Response]],
         deadline: float,
     ) -> Response:
-        """Run ``execute`` once for the request's key, or answer from the stored response."""
+        """Run ``execute`` once for the request's key, or return the stored response."""
         key = request_key()
         if key is None:
             return await execute(None)

@@ -1,10 +1,11 @@
 """Decode a request body into JSON values, rejecting what the JSON grammar lets through.
 
-Strict where RFC 8259 leaves a choice: the body must be UTF-8 without a byte
-order mark, an object must not repeat a key (parsers disagree on which value
-wins), nesting is capped, NaN and Infinity are not numbers, and integers are
-capped in length. Strings must not contain unpaired UTF-16 surrogates, which
-JSON escapes can produce but UTF-8 (and PostgreSQL) cannot store.
+Strict where RFC 8259 leaves a choice. The body must be UTF-8 without a
+byte order mark. An object must not repeat a key, because parsers disagree
+on which value wins. Nesting depth and integer length are capped, and NaN
+and Infinity are not numbers. Strings must not contain unpaired UTF-16
+surrogates, which JSON escapes can produce but UTF-8 (and PostgreSQL)
+cannot store.
 """
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ from .rendering import error_body
 
 log = logging.getLogger(__name__)
 
-# Probes stay answerable when the process is saturated, so an orchestrator
-# sees "overloaded but alive" rather than restarting the process.
+# Probes keep responding when the process is saturated, so an orchestrator
+# finds it overloaded but alive instead of restarting it.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class ConcurrencyLimit:
-    """ASGI middleware: answer 503 with Retry-After, without reading the body, past ``limit`` running requests."""
+    """ASGI middleware: respond 503 with Retry-After, without reading the body, past ``limit`` running requests."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self._app = app
@@ -74,11 +74,11 @@ class ShieldedLastSend:
 
     Hypercorn 0.18 closes a ``Connection: close`` connection inside the
     app's last ``send``. Quart-Trio cancels the request's nursery as soon as
-    that send returns or the disconnect message arrives, which can cancel
-    the close half-way: the client then has its full response but the
-    socket stays open until the read timeout, and a graceful shutdown waits
-    for it. Hypercorn shields its own socket writes, so shielding the last
-    send adds no new way to block.
+    the disconnect message arrives, which can cancel that close half-way.
+    The client then has its full response, but the socket stays open until
+    the read timeout, and a graceful shutdown waits for it. Hypercorn
+    shields its own socket writes, so shielding the last send adds no new
+    way to block.
     """
 
     def __init__(self, app: Any) -> None:

@@ -23,12 +23,12 @@ def json_response(payload: Any, status: int = 200) -> Response:
 
 
 def bytes_response(status: int, body: bytes) -> Response:
-    """A JSON response whose body is already encoded."""
+    """Build a JSON response from an already encoded body."""
     return Response(body, status=status, content_type=JSON_CONTENT_TYPE)
 
 
 def error_body(message: str, code: str) -> bytes:
-    """The encoded body of every error response."""
+    """Encode the body of an error response: ``{"error": message, "code": code}``."""
     return json_bytes({"error": message, "code": code})
 
 

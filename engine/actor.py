@@ -3,9 +3,9 @@
 It takes commands from a bounded mailbox, decides a batch of them in memory,
 writes the batch's changes in one transaction, and replies only after COMMIT.
 If the transaction fails, the actor reloads the flight from the database, so
-no uncommitted change survives in memory, and every caller in the batch gets
+no uncommitted change survives in memory. Every caller in the batch then gets
 an error, unless the reloaded rows show that the commit did reach the
-database (a connection lost during COMMIT).
+database, which happens when the connection is lost during COMMIT.
 """
 
 from __future__ import annotations
@@ -219,10 +219,10 @@ class FlightActor:
         else:
             log.error("flight %d: batch of %d commands failed to commit; reloading: %s", self.flight_id, len(decided), error)
 
-        # If the reload fails too, nobody can tell whether the batch was
-        # committed: its callers hear so, and the actor crashes. Its
-        # supervisor fails the queued commands; the next command starts a
-        # fresh actor.
+        # If the reload fails too, whether the batch was committed is
+        # unknown, so its callers get CommitOutcomeUnknown and the actor
+        # crashes. Its supervisor fails the queued commands, and the next
+        # command starts a fresh actor.
         self.flight = None
         try:
             self.flight = await self._load()
@@ -239,11 +239,11 @@ class FlightActor:
 
         # A connection lost during COMMIT leaves the outcome unknown to the
         # client library, though the server may have committed. The reloaded
-        # rows tell: answering such a batch with 503 would deny a sale that
-        # exists.
+        # rows show which, and a 503 for a committed batch would deny a sale
+        # that exists.
         if not isinstance(error, StaleFlightState) and self._batch_is_in(self.flight, changes):
             log.warning(
-                "flight %d: the failed commit of %d commands had reached the database; answering them as committed",
+                "flight %d: the failed commit of %d commands had reached the database; replying to them as committed",
                 self.flight_id,
                 len(decided),
             )

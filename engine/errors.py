@@ -88,10 +88,10 @@ class CommitFailed(ServiceUnavailable):
 
 
 class CommitOutcomeUnknown(ServiceUnavailable):
-    """The database went away during the batch's transaction and could not be asked since.
+    """The database failed during the batch's transaction and could not be reached to check it.
 
     The change may have been committed. A retry with the same
-    Idempotency-Key returns the stored answer if it was.
+    Idempotency-Key returns the stored response if it was.
     """
 
     code = "commit_outcome_unknown"

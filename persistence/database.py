@@ -50,8 +50,8 @@ class Database:
         owns_bridge = bridge is None
         bridge = bridge or AsyncioBridge()
 
-        # An application_name in the URL wins, so several instances on one
-        # server can be told apart in pg_stat_activity.
+        # An application_name in the URL wins, so that pg_stat_activity can
+        # distinguish several instances on one server.
         server_settings = {} if "application_name" in parse_qs(urlsplit(dsn).query) else {"application_name": "tickets"}
 
         async def create() -> asyncpg.Pool:

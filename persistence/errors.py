@@ -31,7 +31,7 @@ class StaleWrite(DatabaseError, StaleFlightState):
 
 
 class IdempotencyKeyTaken(DatabaseError):
-    """A batch tried to store a response under a key that holds a live response already."""
+    """A batch tried to store a response under a key that already has a live response."""
 
 
 # Errors that mean "the server or the pool cannot serve now", as opposed to
