@@ -3,9 +3,9 @@
 Each client plays "attempts": a fresh passenger books a ticket and then buys
 or cancels it, or buys a ticket outright. Every POST carries a unique
 Idempotency-Key. A request whose connection died with the server has an
-unknown outcome; the client stops there, and after the restart the test
+unknown outcome. The client stops there, and after the restart the test
 retries it with the same key, so every request ends with a definite
-answer. The database must then match every answer exactly.
+response. The database must then match every response exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CLOSING_FLIGHT_INDEX = 2
 
 @dataclass
 class Call:
-    """One POST and its final answer; ``status`` None means the outcome is unknown (connection lost)."""
+    """One POST and its final response; ``status`` None means the outcome is unknown (connection lost)."""
 
     path: str
     body: dict
@@ -90,7 +90,7 @@ def new_passenger() -> dict:
 
 
 async def post(client: httpx.AsyncClient, call: Call, history: History) -> None:
-    """Send ``call``; fill in its answer, or leave status None when the connection failed."""
+    """Send ``call`` and record its response, or leave status None when the connection failed."""
     history.requests += 1
     try:
         response = await client.post(call.path, json=call.body, headers={"Idempotency-Key": call.key})
@@ -141,7 +141,7 @@ async def close_sales_later(client: httpx.AsyncClient, flight_id: int, history: 
 
 
 async def retry_unknown(base_url: str, history: History) -> None:
-    """Resend every call with an unknown outcome, with its key, until the answer is not a 503."""
+    """Resend every call with an unknown outcome, with its key, until the response is not a 503."""
     calls = [call for attempt in history.attempts for call in attempt.calls if call.status is None]
     if history.close_call is not None and history.close_call.status is None:
         calls.append(history.close_call)

@@ -6,7 +6,7 @@ the app in-process against it, and stops the database with
 cut) while clients buy and book. Every POST carries an Idempotency-Key, so
 after recovery a 503 whose outcome the server could not know (the database
 went away during COMMIT and the flight could not be reloaded) is retried
-with its key and ends with a definite answer.
+with its key and ends with a definite response.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ REQUEST_DEADLINE = 2.0
 ACQUIRE_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
 POOL_MAX = 5
-# The longest a request may take: its deadline, plus a transaction already
-# sent when the deadline passes (waiting for a connection, then a statement).
-REQUEST_BOUND = REQUEST_DEADLINE + ACQUIRE_TIMEOUT + COMMAND_TIMEOUT + 2.0
+# The maximum time a request may take: its deadline, plus a transaction already
+# sent when the deadline passes and the reload after it fails (each waiting for
+# a connection, then a statement).
+REQUEST_BOUND = REQUEST_DEADLINE + 2 * (ACQUIRE_TIMEOUT + COMMAND_TIMEOUT) + 2.0
 OUTAGE_SECONDS = 3.0
 CLIENTS = 6
 SEATS = 150

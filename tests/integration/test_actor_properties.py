@@ -56,7 +56,7 @@ class FaultyStore:
 
 seat_command = st.tuples(
     st.sampled_from(["book", "buy", "cancel"]),
-    st.integers(min_value=0, max_value=SEATS),  # SEATS is a ticket of no flight here
+    st.integers(min_value=0, max_value=SEATS),  # index SEATS is a ticket id that does not exist
     st.integers(min_value=0, max_value=len(PASSENGERS) - 1),
 )
 step = st.one_of(
@@ -151,9 +151,9 @@ async def run_batch(registry: Registry, database: Database, flight_id: int, tick
     for ticket_id, old in before.items():
         if ticket_id in last_success or rows[ticket_id]["version"] == old["version"]:
             continue
-        assert old["status"] == "booked" and rows[ticket_id]["status"] == "available", (
-            f"ticket {ticket_id} changed from {dict(old)} to {dict(rows[ticket_id])} though every command on it failed"
-        )
+        change = f"ticket {ticket_id} changed from {dict(old)} to {dict(rows[ticket_id])} though every command on it failed"
+        assert old["status"] == "booked", change
+        assert rows[ticket_id]["status"] == "available", change
 
 
 async def ticket_rows(database: Database, flight_id: int) -> dict:
@@ -166,7 +166,7 @@ async def ticket_rows(database: Database, flight_id: int) -> dict:
 
 
 async def check(registry: Registry, database: Database, flight_id: int) -> None:
-    # A read goes through the mailbox: once it is answered (and not failed
+    # A read goes through the mailbox: once it succeeds (rather than failing
     # with its batch), no batch is half done and no hold is due.
     for _ in range(5):
         if not isinstance(await ask(registry, flight_id, ListTickets()), EngineError):
