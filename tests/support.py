@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+import trio
 
 from persistence.database import Database
 from persistence.seed import seed_flights
@@ -37,3 +40,43 @@ async def snapshot(database: Database) -> dict[str, list[tuple]]:
     for table, query in queries.items():
         result[table] = [tuple(row) for row in await database.fetch(query)]
     return result
+
+
+async def hold_ticket_lock(
+    database: Database, ticket_id: int, seconds: float, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Lock a ticket row for ``seconds`` in another transaction, so commits touching it wait.
+
+    Use with ``nursery.start``: it reports started once the lock is held.
+    """
+    token = trio.lowlevel.current_trio_token()
+    locked = trio.Event()
+
+    async def work(connection) -> None:
+        await connection.execute("SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
+        token.run_sync_soon(locked.set)
+        await asyncio.sleep(seconds)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(database.transaction, work)
+        await locked.wait()
+        task_status.started()
+
+
+async def wait_for_lock_waiters(database: Database, count: int, timeout: float = 10) -> None:
+    """Wait until ``count`` sessions of this database are blocked on a lock."""
+    with trio.fail_after(timeout):
+        while True:
+            waiting = await database.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if waiting >= count:
+                return
+            await trio.sleep(0.02)
+
+
+def pending_commands(actor) -> int:
+    """Commands in the actor's batch being committed plus those queued in its mailbox."""
+    if actor is None:
+        return 0
+    return len(actor._in_flight) + actor.mailbox_depth

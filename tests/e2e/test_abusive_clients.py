@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -13,7 +12,7 @@ import trio
 from api.server import raise_open_file_limit
 from tests.conftest import start_live_server, test_settings
 from tests.server_process import ServerProcess
-from tests.support import passenger, seed_one_flight
+from tests.support import hold_ticket_lock, passenger, pending_commands, seed_one_flight
 
 pytestmark = pytest.mark.trio
 
@@ -110,24 +109,9 @@ async def test_stalled_body_closed_after_read_timeout(database, database_url, tm
     assert tickets == 0
 
 
-async def hold_ticket_lock(database, ticket_id: int, seconds: float, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    token = trio.lowlevel.current_trio_token()
-    locked = trio.Event()
-
-    async def work(connection) -> None:
-        await connection.execute("SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
-        token.run_sync_soon(locked.set)
-        await asyncio.sleep(seconds)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(database.transaction, work)
-        await locked.wait()
-        task_status.started()
-
-
 async def test_request_cap_answers_503(database, database_url, nursery):
-    await seed_one_flight(database)
-    _, base_url = await start_live_server(nursery, test_settings(database_url, max_concurrent_requests=3))
+    flight_id = await seed_one_flight(database)
+    runtime, base_url = await start_live_server(nursery, test_settings(database_url, max_concurrent_requests=3))
     statuses: list[int] = []
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
@@ -138,10 +122,14 @@ async def test_request_cap_answers_503(database, database_url, nursery):
 
         with trio.fail_after(30):
             async with trio.open_nursery() as requests:
-                await requests.start(hold_ticket_lock, database, 1, 2.0)
+                await requests.start(hold_ticket_lock, database, 1, 3.0)
                 for number in (1, 2, 3):
                     requests.start_soon(stalled_buy, number)
-                await trio.sleep(0.5)
+                # Wait until the flight's actor holds all three purchases, so
+                # that the three running requests are exactly those.
+                with trio.fail_after(2.5):
+                    while pending_commands(runtime.registry.actor(flight_id)) < 3:
+                        await trio.sleep(0.02)
                 rejected = await client.get("/api/v1/flights")
                 health = await client.get("/healthz")
             after = await client.get("/api/v1/flights")

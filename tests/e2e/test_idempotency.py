@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 import trio
 
 from persistence.idempotency_store import purge_expired
 from tests.conftest import CALLBACK_SECRET, start_live_server, test_settings
-from tests.support import passenger, seed_one_flight
+from tests.support import hold_ticket_lock, passenger, pending_commands, seed_one_flight
 
 pytestmark = pytest.mark.trio
 
@@ -21,16 +19,6 @@ def seat(ticket_id: int, number: int) -> dict:
 
 def keyed(key: str) -> dict[str, str]:
     return {"Idempotency-Key": key}
-
-
-async def hold_ticket_lock(database, ticket_id: int, seconds: float) -> None:
-    """Lock a ticket row in another transaction so that the actor's commit waits for ``seconds``."""
-
-    async def work(connection) -> None:
-        await connection.execute("SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
-        await asyncio.sleep(seconds)
-
-    await database.transaction(work)
 
 
 async def test_idempotent_buy_replays_first_response(live_server):
@@ -91,7 +79,7 @@ async def test_idempotent_validation_error_not_stored(live_server):
 
 
 async def test_idempotent_duplicate_in_progress_gets_409(live_server):
-    await seed_one_flight(live_server.database)
+    flight_id = await seed_one_flight(live_server.database)
     client = live_server.client
     responses: dict[str, httpx.Response] = {}
 
@@ -100,10 +88,10 @@ async def test_idempotent_duplicate_in_progress_gets_409(live_server):
 
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hold_ticket_lock, live_server.database, 1, 1.5)
-            await trio.sleep(0.2)
+            await nursery.start(hold_ticket_lock, live_server.database, 1, 1.5)
             nursery.start_soon(first)
-            await trio.sleep(0.5)
+            while pending_commands(live_server.runtime.registry.actor(flight_id)) < 1:
+                await trio.sleep(0.02)
             duplicate = await client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("slow"))
         after = await client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("slow"))
 
@@ -123,8 +111,7 @@ async def test_idempotent_server_error_not_stored(database, database_url, nurser
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         with trio.fail_after(15):
             async with trio.open_nursery() as lock_nursery:
-                lock_nursery.start_soon(hold_ticket_lock, database, 1, 2.0)
-                await trio.sleep(0.2)
+                await lock_nursery.start(hold_ticket_lock, database, 1, 2.0)
                 failed = await client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("retry-me"))
             retried = await client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("retry-me"))
 

@@ -9,7 +9,6 @@ happen. The database must then match every complete response.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import trio
 
 from persistence.seed import seed_flights
 from tests.server_process import ServerProcess
+from tests.support import hold_ticket_lock, wait_for_lock_waiters
 
 pytestmark = [pytest.mark.trio, pytest.mark.slow]
 
@@ -83,22 +83,6 @@ def buyer(ticket_id: int) -> dict:
     }
 
 
-async def hold_ticket_lock(database, ticket_id: int, seconds: float, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Lock a ticket row for ``seconds`` in another transaction; report started once the lock is held."""
-    token = trio.lowlevel.current_trio_token()
-    locked = trio.Event()
-
-    async def work(connection) -> None:
-        await connection.execute("SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
-        token.run_sync_soon(locked.set)
-        await asyncio.sleep(seconds)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(database.transaction, work)
-        await locked.wait()
-        task_status.started()
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 async def test_shutdown_finishes_in_flight_requests(database, database_url, tmp_path, signum):
     departure = datetime.now(UTC) + timedelta(days=3)
@@ -133,9 +117,12 @@ async def test_shutdown_finishes_in_flight_requests(database, database_url, tmp_
                 await trio.sleep(0.5)
                 await nursery.start(hold_ticket_lock, database, stalled_ticket, LOCK_SECONDS)
                 nursery.start_soon(stalled_buy)
-                await trio.sleep(0.3)
+                await wait_for_lock_waiters(database, 1)
                 server.send_signal(signum)
-                await trio.sleep(0.5)
+                with trio.fail_after(5):
+                    while f"received {signum.name}" not in server.new_log():
+                        await trio.sleep(0.02)
+                await trio.sleep(0.2)
                 refused_while_draining = await raw_post(port, "/api/v1/tickets/buy", {"ticketId": 1, "passenger": buyer(1)})
                 assert stalled_ticket not in outcomes, "the stalled request finished before the lock was released"
                 exit_code = await server.wait(GRACE + 20)
