@@ -114,7 +114,7 @@ class IdempotencyKeys:
                         f"this {IDEMPOTENCY_HEADER} was used for a different request; "
                         "send a new key for a new request",
                     )
-                log.info("replayed the stored %d response for an idempotency key on %s", stored.status, request.path)
+                log.info("replayed the stored %d response for Idempotency-Key %r on %s", stored.status, key, request.path)
                 response = bytes_response(stored.status, stored.body)
                 response.headers[REPLAYED_HEADER] = "true"
                 return response
@@ -127,7 +127,7 @@ class IdempotencyKeys:
             try:
                 return await find_response(self._database, key)
             except DatabaseError as error:
-                log.warning("idempotency key lookup on %s failed: %s", request.path, error)
+                log.warning("lookup of Idempotency-Key %r on %s failed: %s", key, request.path, error)
                 raise ServiceUnavailable("the idempotency key could not be checked; retry later") from error
         assert scope.cancelled_caught
         raise DeadlineExceeded("the idempotency key could not be checked in time; retry later")

@@ -122,11 +122,9 @@ def _check_nesting_and_text(value: Any) -> None:
 
 
 def _unpaired_surrogate(path: str) -> ApiError:
-    return ApiError(
-        400,
-        "invalid_request",
-        f"invalid request: {path[:80]}: contains an unpaired UTF-16 surrogate escape (\\ud800 to \\udfff); "
-        "send valid Unicode text",
+    return _invalid(
+        f"request body is not valid JSON: {path[:80]} contains an unpaired UTF-16 surrogate escape "
+        "(\\ud800 to \\udfff); send valid Unicode text"
     )
 
 

@@ -46,7 +46,7 @@ class ServerProcess:
         self._log_offset = 0
 
     async def start(self, timeout: float = 60) -> str:
-        """Start the server and wait until /readyz answers 200; return its base URL."""
+        """Start the server and wait until /readyz returns 200; return its base URL."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         try:

@@ -45,7 +45,7 @@ async def trickle_headers(port: int, results: Counter) -> None:
 
 
 async def serve_new_clients(base_url: str, flight_id: int, statuses: list[int]) -> None:
-    """Make requests on fresh connections while the tricklers are connected; each must answer in time."""
+    """Make requests on fresh connections while the tricklers are connected; each must get its response in time."""
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as client:
         for number in range(1, 21):
@@ -125,8 +125,8 @@ async def test_request_cap_answers_503(database, database_url, nursery):
                 await requests.start(hold_ticket_lock, database, 1, 3.0)
                 for number in (1, 2, 3):
                     requests.start_soon(stalled_buy, number)
-                # Wait until the flight's actor holds all three purchases, so
-                # that the three running requests are exactly those.
+                # Wait until all three purchases are pending in the flight's
+                # actor, so that the three running requests are exactly those.
                 with trio.fail_after(2.5):
                     while pending_commands(runtime.registry.actor(flight_id)) < 3:
                         await trio.sleep(0.02)

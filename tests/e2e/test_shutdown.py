@@ -1,10 +1,10 @@
 """SIGTERM and SIGINT under load: stop accepting, finish in-flight requests, flush, exit 0.
 
 Clients open a new connection per request and read until the server closes
-it, so each request ends in exactly one of: a complete response, a refused
-connection, a connection reset before any response byte (accepted by the
-kernel but never by the server), or a truncated response, which must never
-happen. The database must then match every complete response.
+it. Each request so ends in exactly one of four ways: a complete response, a
+refused connection, a reset before any response byte (a connection the
+kernel accepted but the server never did), or a truncated response, which
+must never happen. The database must then match every complete response.
 """
 
 from __future__ import annotations
