@@ -43,9 +43,12 @@ async def snapshot(database: Database) -> dict[str, list[tuple]]:
 
 
 async def hold_ticket_lock(
-    database: Database, ticket_id: int, seconds: float, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    database: Database,
+    ticket_ids: list[int],
+    seconds: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Lock a ticket row for ``seconds`` in another transaction, so commits touching it wait.
+    """Lock ticket rows for ``seconds`` in another transaction, so commits touching them wait.
 
     Use with ``nursery.start``: it reports started once the lock is held.
     """
@@ -53,7 +56,7 @@ async def hold_ticket_lock(
     locked = trio.Event()
 
     async def work(connection) -> None:
-        await connection.execute("SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
+        await connection.execute("SELECT 1 FROM tickets WHERE id = ANY($1::bigint[]) FOR UPDATE", ticket_ids)
         token.run_sync_soon(locked.set)
         await asyncio.sleep(seconds)
 

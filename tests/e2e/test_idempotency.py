@@ -88,7 +88,7 @@ async def test_idempotent_duplicate_in_progress_gets_409(live_server):
 
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            await nursery.start(hold_ticket_lock, live_server.database, 1, 1.5)
+            await nursery.start(hold_ticket_lock, live_server.database, [1], 1.5)
             nursery.start_soon(first)
             while pending_commands(live_server.runtime.registry.actor(flight_id)) < 1:
                 await trio.sleep(0.02)
@@ -111,7 +111,7 @@ async def test_idempotent_server_error_not_stored(database, database_url, nurser
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         with trio.fail_after(15):
             async with trio.open_nursery() as lock_nursery:
-                await lock_nursery.start(hold_ticket_lock, database, 1, 2.0)
+                await lock_nursery.start(hold_ticket_lock, database, [1], 2.0)
                 failed = await client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("retry-me"))
             retried = await client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("retry-me"))
 

@@ -3,10 +3,11 @@
 The test starts its own embedded PostgreSQL (never the shared server), runs
 the app in-process against it, and stops the database with
 ``pg_ctl stop -m immediate`` (a crash: no checkpoint, open transactions
-cut) while clients buy and book. Every POST carries an Idempotency-Key, so
-after recovery a 503 whose outcome the server could not know (the database
-went away during COMMIT and the flight could not be reloaded) is retried
-with its key and ends with a definite response.
+cut) while clients buy and book. Every POST carries an Idempotency-Key.
+After recovery every 503 is retried with its key until it gets a definite
+response. Only a 503 commit_outcome_unknown may turn out to have been
+applied: the database failed during COMMIT and the flight could not be
+reloaded to check.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Answer:
 
 @dataclass
 class Request:
-    """One POST; ``answers`` holds the first answer and those to its retries."""
+    """One POST; ``answers`` lists the response to the first attempt and to each retry."""
 
     path: str
     ticket_id: int
@@ -173,7 +174,7 @@ async def client_loop(client: httpx.AsyncClient, ticket_ids: list[int], load: Lo
 
 
 async def wait_for_status(client: httpx.AsyncClient, path: str, status: int, timeout: float) -> float:
-    """Poll ``path`` until it answers ``status``; return the trio time it first did."""
+    """Poll ``path`` until it returns ``status``; return the trio time it first did."""
     with trio.fail_after(timeout):
         while True:
             with trio.fail_after(REQUEST_BOUND):
@@ -184,7 +185,7 @@ async def wait_for_status(client: httpx.AsyncClient, path: str, status: int, tim
 
 
 async def wait_for_sale(client: httpx.AsyncClient, ticket_id: int, timeout: float) -> float:
-    """Try to buy ``ticket_id`` until it answers 201; return the trio time it did."""
+    """Try to buy ``ticket_id`` until it gets 201; return the trio time it did."""
     passenger = {"email": "probe@mail.com", "firstname": "Probe", "lastname": "Buyer", "passNumber": "PROBE-1"}
     with trio.fail_after(timeout):
         while True:

@@ -115,7 +115,7 @@ async def test_shutdown_finishes_in_flight_requests(database, database_url, tmp_
                 for _ in range(CLIENTS):
                     nursery.start_soon(client)
                 await trio.sleep(0.5)
-                await nursery.start(hold_ticket_lock, database, stalled_ticket, LOCK_SECONDS)
+                await nursery.start(hold_ticket_lock, database, [stalled_ticket], LOCK_SECONDS)
                 nursery.start_soon(stalled_buy)
                 await wait_for_lock_waiters(database, 1)
                 server.send_signal(signum)
