@@ -11,14 +11,19 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from engine.commands import Book, Buy, CancelReservation, ListTickets, SeatReply, TicketsReply
+from engine.errors import SeatRuleViolation
+from engine.idempotency import IdempotentRequest
 from persistence.flight_queries import flights_on_sale, search_flights
 
 from .errors import ApiError, register_error_handlers
-from .models import MAX_ID, SeatRequest
-from .rendering import format_time, json_response, seat_body
 from .health import register_health
+from .idempotency import IdempotencyKeys, Render, render_rejection
+from .json_body import read_json_body, validate_json
+from .limits import ConcurrencyLimit, ShieldedLastSend
 from .metrics import register_metrics
+from .models import MAX_ID, SeatRequest
 from .openapi import register_openapi
+from .rendering import bytes_response, format_time, json_bytes, json_response, seat_body
 from .request_log import instrument_requests
 from .runtime import Runtime
 from .search import FlightQuery, TicketQuery, flight_cursor, flight_position, next_link, parse_query, ticket_cursor, ticket_position
@@ -43,9 +48,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     registry = runtime.registry
     deadline_seconds = runtime.settings.request_deadline
 
-    async def read_seat_request() -> SeatRequest:
-        body = await read_json_body()
-        return SeatRequest.model_validate_json(body)
+    idempotency = IdempotencyKeys(runtime.database)
 
     @app.get("/api/v1/flights")
     async def list_flights() -> Response:
@@ -121,53 +124,57 @@ def create_app(runtime: Runtime) -> QuartTrio:
             response.headers["Link"] = link
         return response
 
-    async def seat_command(command_type: Any, status: int) -> Response:
-        seat_request = await read_seat_request()
-        command = command_type(seat_request.ticketId, seat_request.passenger.to_domain())
-        reply = await registry.ask_for_ticket(
-            seat_request.ticketId, command, trio.current_time() + deadline_seconds
-        )
-        assert isinstance(reply, SeatReply)
-        return json_response(seat_body(reply), status)
+    async def seat_command(command_type: Any, render: Render) -> Response:
+        body = await read_json_body()
+        deadline = trio.current_time() + deadline_seconds
+
+        async def execute(idempotent: IdempotentRequest | None) -> Response:
+            seat_request = validate_json(SeatRequest, body)
+            command = command_type(seat_request.ticketId, seat_request.passenger.to_domain())
+            reply = await registry.ask_for_ticket(seat_request.ticketId, command, deadline, idempotency=idempotent)
+            return bytes_response(*render(reply))
+
+        return await idempotency.run(body, render, execute, deadline)
 
     @app.post("/api/v1/tickets/buy")
     async def buy() -> Response:
         """Buy a ticket that is available or booked by the same passenger."""
-        return await seat_command(Buy, 201)
+        return await seat_command(Buy, render_seat_created)
 
     @app.post("/api/v1/tickets/book")
     async def book() -> Response:
         """Book (hold) an available ticket until booked_until."""
-        return await seat_command(Book, 201)
+        return await seat_command(Book, render_seat_created)
 
     @app.post("/api/v1/tickets/cancel-reservation")
     async def cancel_reservation() -> Response:
         """Release a reservation held by the same passenger."""
-        seat_request = await read_seat_request()
-        command = CancelReservation(seat_request.ticketId, seat_request.passenger.to_domain())
-        reply = await registry.ask_for_ticket(
-            seat_request.ticketId, command, trio.current_time() + deadline_seconds
-        )
-        assert isinstance(reply, SeatReply)
-        ticket = reply.ticket
-        return json_response({"ticket": {"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value}})
+        return await seat_command(CancelReservation, render_reservation_canceled)
 
-    register_webhook(app, runtime, read_json_body)
+    register_webhook(app, runtime, idempotency)
     register_health(app, runtime)
     register_metrics(app, runtime.metrics)
     register_openapi(app)
+    limited = ConcurrencyLimit(ShieldedLastSend(app.asgi_app), runtime.settings.max_concurrent_requests)
+    app.asgi_app = limited  # type: ignore[method-assign]
     return app
 
 
-async def read_json_body() -> bytes:
-    """Return the raw body of a JSON request; raise ApiError for a wrong type or an empty body."""
-    if request.mimetype != "application/json":
-        shown = request.mimetype or "none"
-        raise ApiError(415, "unsupported_media_type", f"Content-Type must be application/json, got {shown}")
-    body = await request.get_data(cache=False)
-    if not body.strip():
-        raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
-    return body
+def render_seat_created(outcome: object) -> tuple[int, bytes]:
+    """Render the outcome of buy or book: 201 with the seat, or the rule's 400."""
+    if isinstance(outcome, SeatRuleViolation):
+        return render_rejection(outcome)
+    assert isinstance(outcome, SeatReply)
+    return 201, json_bytes(seat_body(outcome))
+
+
+def render_reservation_canceled(outcome: object) -> tuple[int, bytes]:
+    """Render the outcome of cancel-reservation: 200 with the ticket, or the rule's 400."""
+    if isinstance(outcome, SeatRuleViolation):
+        return render_rejection(outcome)
+    assert isinstance(outcome, SeatReply)
+    ticket = outcome.ticket
+    return 200, json_bytes({"ticket": {"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value}})
 
 
 def parse_id(text: str, what: str) -> int:

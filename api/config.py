@@ -45,7 +45,23 @@ class Settings(BaseSettings):
     actor_idle_timeout: float = _setting(300.0, "Idle time after which a flight's actor is stopped.", "seconds", gt=0)
     pool_min_size: int = _setting(2, "Database connections kept open.", "connections", ge=0, le=1000)
     pool_max_size: int = _setting(10, "Maximum database connections at once.", "connections", ge=1, le=1000)
+    pool_acquire_timeout: float = _setting(
+        2.0, "Maximum wait for a free database connection before 503.", "seconds", gt=0, le=60
+    )
     db_command_timeout: float = _setting(10.0, "Longest database statement.", "seconds", gt=0)
+    idempotency_ttl: int = _setting(
+        24 * 3600, "How long a response is replayed for its Idempotency-Key.", "seconds", ge=60, le=30 * 24 * 3600
+    )
+    max_concurrent_requests: int = _setting(
+        1024, "Requests handled at once by one process before 503.", "requests", ge=1, le=1_000_000
+    )
+    keep_alive_timeout: float = _setting(
+        5.0, "Time an idle connection, or one still sending request headers, stays open.", "seconds", gt=0, le=3600
+    )
+    read_timeout: float = _setting(10.0, "Maximum wait for the next bytes of a request body.", "seconds", gt=0, le=3600)
+    shutdown_grace: float = _setting(
+        10.0, "Time in-flight requests get to finish after SIGTERM or SIGINT.", "seconds", ge=0, le=3600
+    )
     callback_secret: SecretStr | None = _setting(
         None, "Shared secret of the airline webhook; required unless serving with --demo.", "text (secret)"
     )

@@ -10,8 +10,9 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from engine.errors import EngineError, FlightNotFound, SeatRuleViolation, ServiceUnavailable
+from engine.ports import StoreError, StoreUnavailable
 
-from .rendering import json_response
+from .rendering import bytes_response, error_body
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = json_response({"error": message, "code": code}, status)
+    response = bytes_response(status, error_body(message, code))
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -81,6 +82,17 @@ def register_error_handlers(app: Quart, on_unavailable: Callable[[str], None] = 
             on_unavailable(error.code)
             log.warning("%s %s answered 503 %s: %s", request.method, request.path, error.code, error)
             return error_response(503, error.code, str(error), {"Retry-After": str(error.retry_after)})
+        log.error("%s %s failed: %s", request.method, request.path, error)
+        return error_response(500, "internal_error", "internal error; the request was not applied")
+
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> Response:
+        # Queries made by routes directly (the flight list), outside any actor.
+        if isinstance(error, StoreUnavailable):
+            log.warning("%s %s responded 503 database_unavailable: %s", request.method, request.path, error)
+            return error_response(
+                503, "database_unavailable", "the database is unavailable; retry later", {"Retry-After": "1"}
+            )
         log.error("%s %s failed: %s", request.method, request.path, error)
         return error_response(500, "internal_error", "internal error; the request was not applied")
 

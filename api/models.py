@@ -29,10 +29,20 @@ def _lower_email(value: str) -> str:
 
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_printable)]
+_PASS_NUMBER = re.compile(r"\w[\w -]*")
+
+
+def _pass_number(value: str) -> str:
+    if _PASS_NUMBER.fullmatch(value) is None:
+        raise ValueError("must contain only letters, digits, spaces and hyphens, and start with a letter or digit")
+    return value
+
+
 PassNumber = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=32, pattern=r"^\w[\w -]*$"),
+    StringConstraints(min_length=1, max_length=32),
     AfterValidator(_printable),
+    AfterValidator(_pass_number),
 ]
 Email = Annotated[EmailStr, StringConstraints(max_length=254), AfterValidator(_lower_email)]
 Id = Annotated[int, Field(gt=0, le=MAX_ID)]

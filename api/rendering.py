@@ -14,8 +14,22 @@ from engine.seats import FlightInfo, TicketStatus
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
+def json_bytes(payload: Any) -> bytes:
+    return pydantic_core.to_json(payload)
+
+
 def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(pydantic_core.to_json(payload), status=status, content_type=JSON_CONTENT_TYPE)
+    return Response(json_bytes(payload), status=status, content_type=JSON_CONTENT_TYPE)
+
+
+def bytes_response(status: int, body: bytes) -> Response:
+    """Build a JSON response from an already encoded body."""
+    return Response(body, status=status, content_type=JSON_CONTENT_TYPE)
+
+
+def error_body(message: str, code: str) -> bytes:
+    """Encode the body of an error response: ``{"error": message, "code": code}``."""
+    return json_bytes({"error": message, "code": code})
 
 
 def format_time(moment: datetime | None) -> str | None:

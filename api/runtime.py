@@ -14,7 +14,9 @@ from engine.actor import ActorSettings
 from engine.registry import Registry
 from persistence.database import Database
 from persistence.embedded import EmbeddedPostgres
+from persistence.errors import DatabaseError
 from persistence.flight_store import PostgresFlightStore
+from persistence.idempotency_store import purge_expired
 from persistence.migrations import migrate
 from persistence.seed import seed_demo
 from notify import Notifier, sender_from_url
@@ -50,6 +52,7 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             dsn,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
+            acquire_timeout=settings.pool_acquire_timeout,
             command_timeout=settings.db_command_timeout,
         )
         try:
@@ -93,6 +96,20 @@ def build_notifier(settings: Settings, database: Database) -> Notifier:
         concurrency=settings.mail_concurrency,
         max_attempts=settings.mail_max_attempts,
     )
+PURGE_INTERVAL = 3600.0
+
+
+async def purge_expired_responses(database: Database, interval: float = PURGE_INTERVAL) -> None:
+    """Delete expired Idempotency-Key responses now and then every ``interval`` seconds."""
+    while True:
+        try:
+            deleted = await purge_expired(database)
+        except DatabaseError as error:
+            log.warning("purging expired idempotency responses failed; retrying in %.0f s: %s", interval, error)
+        else:
+            if deleted:
+                log.info("purged %d expired idempotency responses", deleted)
+        await trio.sleep(interval)
 
 
 @asynccontextmanager
@@ -110,11 +127,13 @@ async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterat
         notifier = build_notifier(settings, database)
 
         metrics = Metrics()
-        registry = Registry(PostgresFlightStore(database), actor_settings(settings), observer=metrics)
+        store = PostgresFlightStore(database, idempotency_ttl=settings.idempotency_ttl)
+        registry = Registry(store, actor_settings(settings), observer=metrics)
         metrics.watch(registry, database)
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
             await nursery.start(notifier.run)
+            nursery.start_soon(purge_expired_responses, database)
             try:
                 yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo), metrics)
                 with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):

@@ -13,10 +13,13 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from engine.commands import CancelFlight, CloseSales, EventReply
+from engine.idempotency import IdempotentRequest
 
 from .errors import ApiError
+from .idempotency import IdempotencyKeys
+from .json_body import read_json_body, validate_json
 from .models import Id
-from .rendering import json_response
+from .rendering import bytes_response, json_bytes
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,13 @@ class EventRequest(BaseModel):
     data: EventData
 
 
-def register_webhook(app: QuartTrio, runtime: Runtime, read_json_body) -> None:
+def render_event_applied(outcome: object) -> tuple[int, bytes]:
+    """Render the outcome of an airline event: 200 whether applied now or before."""
+    assert isinstance(outcome, EventReply)
+    return 200, json_bytes({"status": "ok"})
+
+
+def register_webhook(app: QuartTrio, runtime: Runtime, idempotency: IdempotencyKeys) -> None:
     """Add POST /api/v1/callback/events to the app."""
     deadline_seconds = runtime.settings.request_deadline
     secret = runtime.callback_secret.encode() if runtime.callback_secret is not None else None
@@ -73,19 +82,23 @@ def register_webhook(app: QuartTrio, runtime: Runtime, read_json_body) -> None:
                 {"Retry-After": "60"},
             )
         body = await read_json_body()
-        data = EventRequest.model_validate_json(body).data
+        deadline = trio.current_time() + deadline_seconds
 
-        if not hmac.compare_digest(data.secret_key.encode(), secret):
-            log.warning("callback for flight %d rejected: wrong secret", data.flight_id)
-            raise ApiError(403, "invalid_secret", "secret_key does not match the configured webhook secret")
+        async def execute(idempotent: IdempotentRequest | None) -> Response:
+            data = validate_json(EventRequest, body).data
+            if not hmac.compare_digest(data.secret_key.encode(), secret):
+                log.warning("callback for flight %d rejected: wrong secret", data.flight_id)
+                raise ApiError(403, "invalid_secret", "secret_key does not match the configured webhook secret")
 
-        triggered_at = datetime.fromtimestamp(data.triggered_at, UTC)
-        command = CancelFlight(triggered_at) if data.event == FLIGHT_CANCELED else CloseSales(triggered_at)
-        reply = await runtime.registry.ask(data.flight_id, command, trio.current_time() + deadline_seconds)
-        assert isinstance(reply, EventReply)
+            triggered_at = datetime.fromtimestamp(data.triggered_at, UTC)
+            command = CancelFlight(triggered_at) if data.event == FLIGHT_CANCELED else CloseSales(triggered_at)
+            reply = await runtime.registry.ask(data.flight_id, command, deadline, idempotency=idempotent)
+            assert isinstance(reply, EventReply)
 
-        if reply.applied:
-            log.info("flight %d: event %s applied (triggered at %s)", data.flight_id, data.event, triggered_at)
-        else:
-            log.info("flight %d: event %s ignored: already applied or flight canceled", data.flight_id, data.event)
-        return json_response({"status": "ok"})
+            if reply.applied:
+                log.info("flight %d: event %s applied (triggered at %s)", data.flight_id, data.event, triggered_at)
+            else:
+                log.info("flight %d: event %s ignored: already applied or flight canceled", data.flight_id, data.event)
+            return bytes_response(*render_event_applied(reply))
+
+        return await idempotency.run(body, render_event_applied, execute, deadline)

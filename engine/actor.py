@@ -2,9 +2,10 @@
 
 It takes commands from a bounded mailbox, decides a batch of them in memory,
 writes the batch's changes in one transaction, and replies only after COMMIT.
-If the transaction fails, every caller in the batch gets an error and the
-actor reloads the flight from the database, so no uncommitted change
-survives in memory.
+If the transaction fails, the actor reloads the flight from the database, so
+no uncommitted change survives in memory. Every caller in the batch then gets
+an error, unless the reloaded rows show that the commit did reach the
+database, which happens when the connection is lost during COMMIT.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from .commands import Command, Reply, decide
-from .errors import CommitFailed, EngineError, FlightNotFound, SeatRuleViolation
+from .errors import CommitFailed, CommitOutcomeUnknown, EngineError, FlightNotFound, SeatRuleViolation
+from .idempotency import IdempotentRequest, StoredResponse
 from .observer import NULL_OBSERVER, EngineObserver
 from .ports import FlightStore, StaleFlightState, StoreError
-from .seats import Flight
+from .seats import Changes, Flight
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,11 @@ class EnvelopeState(enum.Enum):
 class Envelope:
     """A command in a mailbox, and the slot its reply arrives in."""
 
-    __slots__ = ("command", "state", "abandoned", "_done", "_reply", "_error")
+    __slots__ = ("command", "idempotency", "state", "abandoned", "_done", "_reply", "_error")
 
-    def __init__(self, command: Command) -> None:
+    def __init__(self, command: Command, idempotency: IdempotentRequest | None = None) -> None:
         self.command = command
+        self.idempotency = idempotency
         self.state = EnvelopeState.QUEUED
         # Set by a caller that gave up while the command was still queued;
         # the actor then skips it, so a 503 always means "not applied".
@@ -179,6 +182,7 @@ class FlightActor:
                 decided.append((envelope, violation))
 
         changes = flight.take_changes()
+        changes.responses = self._responses_to_store(decided)
         if changes:
             started = trio.current_time()
             try:
@@ -188,11 +192,14 @@ class FlightActor:
                     await self._store.commit(self.flight_id, changes)
             except StoreError as error:
                 self._observer.batch_failed(len(decided), trio.current_time() - started)
-                await self._recover(decided, error)
+                await self._recover(decided, changes, error)
                 return
             self._observer.batch_committed(len(decided), trio.current_time() - started)
             flight.mark_written(changes)
 
+        self._answer(decided)
+
+    def _answer(self, decided: list[tuple[Envelope, Reply | SeatRuleViolation]]) -> None:
         for envelope, outcome in decided:
             if isinstance(outcome, SeatRuleViolation):
                 envelope.fail(outcome)
@@ -200,22 +207,76 @@ class FlightActor:
                 envelope.resolve(outcome)
         self._in_flight = []
 
-    async def _recover(self, decided: list[tuple[Envelope, object]], error: StoreError) -> None:
+    @staticmethod
+    def _responses_to_store(decided: list[tuple[Envelope, Reply | SeatRuleViolation]]) -> list[StoredResponse]:
+        responses = []
+        for envelope, outcome in decided:
+            if envelope.idempotency is not None:
+                response = envelope.idempotency.stored_response(outcome)
+                if response is not None:
+                    responses.append(response)
+        return responses
+
+    async def _recover(
+        self, decided: list[tuple[Envelope, Reply | SeatRuleViolation]], changes: Changes, error: StoreError
+    ) -> None:
         if isinstance(error, StaleFlightState):
             log.error("flight %d: guarded write found rows changed by another writer; reloading: %s", self.flight_id, error)
         else:
             log.error("flight %d: batch of %d commands failed to commit; reloading: %s", self.flight_id, len(decided), error)
+
+        # If the reload fails too, whether the batch was committed is
+        # unknown, so its callers get CommitOutcomeUnknown and the actor
+        # crashes. Its supervisor fails the queued commands, and the next
+        # command starts a fresh actor.
+        self.flight = None
+        try:
+            self.flight = await self._load()
+        except StoreError:
+            unknown = CommitOutcomeUnknown(
+                f"flight {self.flight_id}: the database failed while saving the change, which may have been "
+                "applied; retry with the same Idempotency-Key, or check the ticket before retrying"
+            )
+            for envelope, _ in decided:
+                envelope.fail(unknown)
+            self._in_flight = []
+            raise
+        log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
+
+        # A connection lost during COMMIT leaves the outcome unknown to the
+        # client library, though the server may have committed. The reloaded
+        # rows show which, and a 503 for a committed batch would deny a sale
+        # that exists.
+        if not isinstance(error, StaleFlightState) and self._batch_is_in(self.flight, changes):
+            log.warning(
+                "flight %d: the failed commit of %d commands had reached the database; replying to them as committed",
+                self.flight_id,
+                len(decided),
+            )
+            self._answer(decided)
+            return
 
         failure = CommitFailed(f"flight {self.flight_id}: the change could not be saved; retry later")
         for envelope, _ in decided:
             envelope.fail(failure)
         self._in_flight = []
 
-        # If the reload fails too, the actor crashes and its supervisor fails
-        # the queued commands; the next command starts a fresh actor.
-        self.flight = None
-        self.flight = await self._load()
-        log.info("flight %d reloaded from the database after a failed batch", self.flight_id)
+    @staticmethod
+    def _batch_is_in(flight: Flight, changes: Changes) -> bool:
+        """Return True if the reloaded ``flight`` shows every ticket change of the batch as written.
+
+        Each written ticket's version is one above the version the batch
+        expected, which no other writer could produce without the guard
+        failing. A batch without ticket changes cannot be recognised this
+        way and counts as not written.
+        """
+        if not changes.tickets:
+            return False
+        for change in changes.tickets:
+            ticket = flight.tickets.get(change.ticket.id)
+            if ticket is None or ticket.version != change.expected_version + 1 or ticket.status is not change.ticket.status:
+                return False
+        return True
 
     def _wake_time(self) -> float:
         assert self.flight is not None

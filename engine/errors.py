@@ -87,6 +87,16 @@ class CommitFailed(ServiceUnavailable):
     code = "database_unavailable"
 
 
+class CommitOutcomeUnknown(ServiceUnavailable):
+    """The database failed during the batch's transaction and could not be reached to check it.
+
+    The change may have been committed. A retry with the same
+    Idempotency-Key returns the stored response if it was.
+    """
+
+    code = "commit_outcome_unknown"
+
+
 class ActorCrashed(ServiceUnavailable):
     """The flight's actor failed while the command was pending."""
 

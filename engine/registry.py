@@ -12,6 +12,7 @@ from .actor import ActorSettings, Envelope, EnvelopeState, FlightActor, utc_now
 from .commands import Command, Reply
 from .errors import ActorCrashed, DeadlineExceeded, EngineError, FlightNotFound, Overloaded, ServiceUnavailable, TicketNotFound
 from .observer import NULL_OBSERVER, EngineObserver
+from .idempotency import IdempotentRequest
 from .ports import FlightStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -78,16 +79,24 @@ class Registry:
             await trio.sleep(0.01)
         log.info("flight registry drained %d actors", len(actors))
 
-    async def ask(self, flight_id: int, command: Command, deadline: float) -> Reply:
-        """Send a command to the flight's actor and wait for its reply until ``deadline`` (trio time)."""
-        envelope = Envelope(command)
+    async def ask(
+        self, flight_id: int, command: Command, deadline: float, *, idempotency: IdempotentRequest | None = None
+    ) -> Reply:
+        """Send a command to the flight's actor and wait for its reply until ``deadline`` (trio time).
+
+        With ``idempotency``, the actor stores the rendered outcome in the
+        same transaction as the command's change.
+        """
+        envelope = Envelope(command, idempotency)
         self._post(flight_id, envelope)
         return await self._await_reply(envelope, deadline)
 
-    async def ask_for_ticket(self, ticket_id: int, command: Command, deadline: float) -> Reply:
+    async def ask_for_ticket(
+        self, ticket_id: int, command: Command, deadline: float, *, idempotency: IdempotentRequest | None = None
+    ) -> Reply:
         """Like ``ask``, for the flight that ticket ``ticket_id`` belongs to."""
         flight_id = await self.flight_of_ticket(ticket_id, deadline)
-        return await self.ask(flight_id, command, deadline)
+        return await self.ask(flight_id, command, deadline, idempotency=idempotency)
 
     async def flight_of_ticket(self, ticket_id: int, deadline: float) -> int:
         flight_id = self._ticket_flights.get(ticket_id)

@@ -29,6 +29,7 @@ from .errors import (
     TicketNotFound,
     TicketUnavailable,
 )
+from .idempotency import StoredResponse
 
 
 class TicketStatus(enum.StrEnum):
@@ -139,9 +140,11 @@ class Changes:
     seats_available_delta: int = 0
     notifications: list[Notification] = field(default_factory=list)
     events: list[AppliedEvent] = field(default_factory=list)
+    # Responses to store under the commands' Idempotency-Keys.
+    responses: list[StoredResponse] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.tickets or self.flight_status or self.notifications or self.events)
+        return bool(self.tickets or self.flight_status or self.notifications or self.events or self.responses)
 
 
 class Flight:

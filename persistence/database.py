@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+import trio
 
 from .bridge import AsyncioBridge
-from .errors import DatabaseUnavailable, map_database_errors
+from .errors import DatabaseError, map_database_errors
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ class Database:
         owns_bridge = bridge is None
         bridge = bridge or AsyncioBridge()
 
+        # An application_name in the URL wins, so that pg_stat_activity can
+        # distinguish several instances on one server.
+        server_settings = {} if "application_name" in parse_qs(urlsplit(dsn).query) else {"application_name": "tickets"}
+
         async def create() -> asyncpg.Pool:
             return await asyncpg.create_pool(
                 dsn,
@@ -55,7 +61,7 @@ class Database:
                 max_size=max_size,
                 command_timeout=command_timeout,
                 timeout=acquire_timeout,
-                server_settings={"application_name": "tickets"},
+                server_settings=server_settings,
             )
 
         try:
@@ -100,13 +106,26 @@ class Database:
     async def execute(self, query: str, *args: Any) -> str:
         return await self.connection(lambda connection: connection.execute(query, *args))
 
-    async def close(self) -> None:
-        """Close the pool (waiting for connections to return), then the bridge."""
-        try:
-            await self.bridge.run(self.pool.close)
-        except DatabaseUnavailable as error:
-            log.warning("database pool closed with an error: %s", error)
-        finally:
-            if self._owns_bridge:
-                self.bridge.close()
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the pool, then the bridge; terminate the connections still busy after ``timeout`` seconds.
+
+        Shielded from cancellation: a cancelled close would leave the
+        connections open on the server until this process exits.
+        """
+        with trio.CancelScope(shield=True):
+            try:
+                with trio.move_on_after(timeout) as scope:
+                    try:
+                        await self.bridge.run(map_database_errors(self.pool.close))
+                    except DatabaseError as error:
+                        log.warning("database pool closed with an error: %s", error)
+                if scope.cancelled_caught:
+                    log.warning("database pool did not close within %.0f s; terminating its connections", timeout)
+                    await self.bridge.run(self._terminate)
+            finally:
+                if self._owns_bridge:
+                    self.bridge.close()
         log.info("database pool closed")
+
+    async def _terminate(self) -> None:
+        self.pool.terminate()

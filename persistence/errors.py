@@ -30,6 +30,10 @@ class StaleWrite(DatabaseError, StaleFlightState):
     """A guarded UPDATE matched fewer rows than expected: another writer changed them."""
 
 
+class IdempotencyKeyTaken(DatabaseError):
+    """A batch tried to store a response under a key that already has a live response."""
+
+
 # Errors that mean "the server or the pool cannot serve now", as opposed to
 # a query that is wrong: connection loss, shutdown, timeouts, pool exhaustion.
 _UNAVAILABLE = (

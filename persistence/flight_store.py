@@ -25,7 +25,7 @@ from engine.seats import (
 )
 
 from .database import Database
-from .errors import StaleWrite
+from .errors import IdempotencyKeyTaken, StaleWrite
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +88,34 @@ FROM unnest($2::bigint[], $3::text[], $4::text[]) AS n (passenger_id, kind, payl
 ON CONFLICT (flight_id, kind, passenger_id) DO NOTHING
 """
 
+# A key whose stored response has expired may be taken again; a live one
+# may not, and the batch then fails as a whole (the caller retries and gets
+# the stored response).
+_INSERT_RESPONSES = """
+INSERT INTO idempotency_keys AS k (key, request_hash, status, body, expires_at)
+SELECT key, request_hash, status, body, now() + make_interval(secs => $5)
+FROM unnest($1::text[], $2::bytea[], $3::smallint[], $4::bytea[]) AS r (key, request_hash, status, body)
+ON CONFLICT (key) DO UPDATE
+SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, body = EXCLUDED.body,
+    created_at = now(), expires_at = EXCLUDED.expires_at
+WHERE k.expires_at <= now()
+"""
+
 _FLIGHT_OF_TICKET = "SELECT flight_id FROM tickets WHERE id = $1"
 
 
 class PostgresFlightStore:
     """Implements engine.ports.FlightStore with one bridge crossing per call."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, idempotency_ttl: float = 24 * 3600) -> None:
         self._database = database
+        self._idempotency_ttl = idempotency_ttl
 
     async def load_flight(self, flight_id: int) -> Flight | None:
         return await self._database.connection(_load_flight, flight_id)
 
     async def commit(self, flight_id: int, changes: Changes) -> None:
-        await self._database.transaction(_commit, flight_id, changes)
+        await self._database.transaction(_commit, flight_id, changes, self._idempotency_ttl)
 
     async def flight_of_ticket(self, ticket_id: int) -> int | None:
         return await self._database.fetchval(_FLIGHT_OF_TICKET, ticket_id)
@@ -137,7 +151,7 @@ async def _load_flight(connection: asyncpg.Connection, flight_id: int) -> Flight
     return Flight(info, FlightStatus(row["status"]), tickets)
 
 
-async def _commit(connection: asyncpg.Connection, flight_id: int, changes: Changes) -> None:
+async def _commit(connection: asyncpg.Connection, flight_id: int, changes: Changes, idempotency_ttl: float) -> None:
     passenger_ids = await _upsert_passengers(connection, changes)
 
     if changes.tickets:
@@ -189,6 +203,29 @@ async def _commit(connection: asyncpg.Connection, flight_id: int, changes: Chang
             ],
         )
         await connection.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, str(flight_id))
+
+    if changes.responses:
+        await _insert_responses(connection, flight_id, changes, idempotency_ttl)
+
+
+async def _insert_responses(
+    connection: asyncpg.Connection, flight_id: int, changes: Changes, idempotency_ttl: float
+) -> None:
+    responses = changes.responses
+    status = await connection.execute(
+        _INSERT_RESPONSES,
+        [response.key for response in responses],
+        [response.request_hash for response in responses],
+        [response.status for response in responses],
+        [response.body for response in responses],
+        float(idempotency_ttl),
+    )
+    inserted = int(status.split()[-1])
+    if inserted != len(responses):
+        raise IdempotencyKeyTaken(
+            f"flight {flight_id}: {len(responses) - inserted} of {len(responses)} idempotency keys "
+            "already hold a live response from another request"
+        )
 
 
 async def _upsert_passengers(connection: asyncpg.Connection, changes: Changes) -> dict[PassengerIdentity, int]:

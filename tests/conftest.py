@@ -19,18 +19,18 @@ import asyncpg
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from api.app import create_app
 from api.config import Settings
 from api.runtime import Runtime, open_runtime
+from api.server import hypercorn_config
 from persistence.database import Database
 from persistence.migrations import migrate
 
 CALLBACK_SECRET = "test-callback-secret-0123456789"
 
-TABLES = ["outbox", "flight_events", "tickets", "passengers", "flights"]
+TABLES = ["idempotency_keys", "outbox", "flight_events", "tickets", "passengers", "flights"]
 
 
 def _with_database(url: str, name: str) -> str:
@@ -139,9 +139,8 @@ async def start_live_server(nursery: trio.Nursery, settings: Settings) -> tuple[
 
     async def run(task_status: trio.TaskStatus[tuple[Runtime, str]]) -> None:
         async with open_runtime(settings) as runtime, trio.open_nursery() as server_nursery:
-            config = HypercornConfig()
+            config = hypercorn_config(settings)
             config.bind = ["127.0.0.1:0"]
-            config.accesslog = None
             binds = await server_nursery.start(serve, create_app(runtime), config)
             task_status.started((runtime, binds[0]))
 

@@ -68,7 +68,8 @@ def test_empty_variable_means_default(capsys, monkeypatch):
 
     assert main(["config"]) == 0
 
-    assert "TICKETS_PORT                8000" in capsys.readouterr().out
+    port_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("TICKETS_PORT "))
+    assert port_line.split()[1] == "8000"
 
 
 @pytest.mark.parametrize(
