@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from engine.ports import StaleFlightState, StoreError, StoreUnavailable
+from engine.ports import LeaseLost, StaleFlightState, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -28,6 +28,10 @@ class DatabaseUnavailable(DatabaseError, StoreUnavailable):
 
 class StaleWrite(DatabaseError, StaleFlightState):
     """A guarded UPDATE matched fewer rows than expected: another writer changed them."""
+
+
+class LeaseMismatch(DatabaseError, LeaseLost):
+    """A batch's fencing check matched no lease row: another process owns the flight now."""
 
 
 # Errors that mean "the server or the pool cannot serve now", as opposed to
