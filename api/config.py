@@ -42,3 +42,23 @@ class Settings(BaseSettings):
     mail_from: str = Field("Tickets <no-reply@tickets.example>", description="From address of passenger emails.")
     mail_locale: str = Field("ru", pattern="^(ru|en)$", description="Language of passenger emails: ru or en.")
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    lease_ttl: float = Field(
+        5.0,
+        ge=0.5,
+        le=300,
+        description="How long a flight's owner keeps it without renewing, in seconds; "
+        "a dead owner's flights move to another process after at most this long.",
+    )
+    internal_host: str = Field(
+        "127.0.0.1",
+        description="Address of the internal port that other processes forward commands to; "
+        "it has no authentication, so keep it on loopback or a private network.",
+    )
+    internal_port: int = Field(
+        0, ge=0, le=65535, description="TCP port of the internal listener; 0 picks a free one (with --workers N, port + i)."
+    )
+    internal_advertise_host: str | None = Field(
+        None,
+        description="Host name or address other processes use to reach the internal port; "
+        "unset means internal_host, or this machine's host name when that is a wildcard.",
+    )

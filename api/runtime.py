@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,14 +14,17 @@ from datetime import timedelta
 import trio
 
 from engine.actor import ActorSettings
+from engine.ownership import Ownership
 from engine.registry import Registry
 from persistence.database import Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.flight_store import PostgresFlightStore
+from persistence.leases import PostgresLeaseStore
 from persistence.migrations import migrate
 from persistence.seed import seed_demo
 
 from .config import DEMO_CALLBACK_SECRET, Settings
+from .forwarding import ConnectionForwarder, ForwardingServer
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,7 @@ class Runtime:
     registry: Registry
     # None disables the webhook (503) because no secret was configured.
     callback_secret: str | None = None
+    ownership: Ownership | None = None
 
 
 @asynccontextmanager
@@ -48,6 +55,9 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             command_timeout=settings.db_command_timeout,
+            # A frozen owner's open transaction would hold its lease row
+            # locked and block the takeover past the lease's expiry.
+            idle_in_transaction_timeout=settings.lease_ttl,
         )
         try:
             yield database
@@ -81,19 +91,55 @@ def actor_settings(settings: Settings) -> ActorSettings:
     )
 
 
+def new_node_id() -> str:
+    """Return a name for this process in the lease table, unique across machines and restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def advertised_address(settings: Settings, port: int) -> str:
+    """Return host:port at which other processes reach this process's internal listener."""
+    host = settings.internal_advertise_host
+    if host is None:
+        wildcard = settings.internal_host in ("", "0.0.0.0", "::")
+        host = socket.gethostname() if wildcard else settings.internal_host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterator[Runtime]:
-    """Open the database, apply migrations, optionally load demo data, and run the registry."""
+async def open_runtime(settings: Settings, *, demo: bool = False, load_demo: bool = True) -> AsyncIterator[Runtime]:
+    """Open the database, apply migrations, optionally load demo data, and run the registry.
+
+    The registry owns flights through leases and forwards commands for
+    flights that other processes own; an internal listener takes the
+    commands they forward here. ``demo`` accepts the documented webhook key
+    when no secret is set, and with ``load_demo`` also loads the demo flights.
+    """
     async with open_database(settings) as database:
         await migrate(database)
-        if demo:
+        if demo and load_demo:
             await seed_demo(database)
 
-        registry = Registry(PostgresFlightStore(database), actor_settings(settings))
         async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(settings.internal_port, host=settings.internal_host)
+            address = advertised_address(settings, listeners[0].socket.getsockname()[1])
+            ownership = Ownership(PostgresLeaseStore(database), new_node_id(), address, settings.lease_ttl)
+            forwarder = ConnectionForwarder(
+                nursery, reply_grace=settings.db_command_timeout + 1.0, stall_timeout=settings.lease_ttl
+            )
+            registry = Registry(
+                PostgresFlightStore(database, lease_ttl=settings.lease_ttl),
+                actor_settings(settings),
+                ownership=ownership,
+                forwarder=forwarder,
+            )
             await nursery.start(registry.run)
+            await nursery.start(ownership.run, registry.revoke)
+            nursery.start_soon(trio.serve_listeners, ForwardingServer(registry).handle_connection, listeners)
+            log.info("node %s takes forwarded commands at %s", ownership.node_id, address)
             try:
-                yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo))
+                yield Runtime(
+                    settings, database, registry, resolve_callback_secret(settings, demo=demo), ownership
+                )
                 with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):
                     await registry.close()
             finally:
