@@ -32,6 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", help="load demo flights into an empty database")
     serve.add_argument("--host", help="address to listen on (default: TICKETS_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port to listen on (default: TICKETS_PORT or 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="number of server processes sharing the port, each owning its own flights (default: 1)",
+    )
+    # Set by `serve --workers N` on the processes it starts.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     commands.add_parser("migrate", help="apply pending database migrations and exit")
 
@@ -84,7 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             updates["host"] = arguments.host
         if arguments.port is not None:
             updates["port"] = arguments.port
-        trio.run(lambda: run_server(settings.model_copy(update=updates), demo=arguments.demo))
+        settings = settings.model_copy(update=updates)
+        if arguments.workers < 1:
+            print(f"tickets: --workers must be at least 1, got {arguments.workers}", file=sys.stderr)
+            return 2
+        if arguments.workers > 1:
+            if settings.port == 0:
+                print("tickets: --workers needs a fixed --port; 0 would give each worker its own port", file=sys.stderr)
+                return 2
+            from .workers import run_workers
+
+            return run_workers(settings, arguments.workers, demo=arguments.demo)
+        trio.run(lambda: run_server(settings, demo=arguments.demo, worker=arguments.worker))
     elif arguments.command == "migrate":
         trio.run(_migrate, settings)
     elif arguments.command == "seed":
