@@ -59,8 +59,8 @@ class LeaseStore(Protocol):
     async def renew(self, owner: str, epochs: dict[int, int], ttl: float) -> set[int]:
         """Extend each lease (flight id to epoch) still held with that epoch; return the flight ids extended."""
 
-    async def release(self, owner: str, epochs: dict[int, int]) -> None:
-        """Make each lease (flight id to epoch) still held with that epoch free at once."""
+    async def release(self, owner: str, epochs: dict[int, int]) -> int:
+        """Make each lease (flight id to epoch) still held with that epoch free at once; return how many were."""
 
 
 class NotOwner(Exception):
@@ -303,12 +303,21 @@ class Ownership:
         if not epochs:
             return
         try:
-            await self._store.release(self.node_id, epochs)
+            released = await self._store.release(self.node_id, epochs)
         except StoreError as error:
-            log.warning("node %s: releasing the leases of flights %s failed; they lapse in %.1f s: %s",
-                        self.node_id, sorted(epochs), self.ttl, error)
+            log.warning(
+                "node %s: releasing the leases of flights %s failed; they lapse within %.1f s: %s",
+                self.node_id, sorted(epochs), self.ttl, error,
+            )
             return
-        log.info("node %s released the leases of %d flights", self.node_id, len(epochs))
+        if len(epochs) == 1:
+            (flight_id,) = epochs
+            if released:
+                log.info("flight %d: node %s released its lease (epoch %d)", flight_id, self.node_id, epochs[flight_id])
+            else:
+                log.info("flight %d: lease epoch %d had already moved from node %s", flight_id, epochs[flight_id], self.node_id)
+        else:
+            log.info("node %s released the leases of %d of %d flights held", self.node_id, released, len(epochs))
 
     async def release_all(self) -> None:
         """Give up every lease still held (at shutdown)."""

@@ -260,14 +260,14 @@ class Registry:
                 del self._actors[actor.flight_id]
             actor.fail_pending(error)
             if self._ownership is not None and actor.fence is not None:
-                await self._release(actor.flight_id, actor.fence)
+                await self._release(actor.flight_id, actor.fence, lost=isinstance(error, OwnershipLost))
 
-    async def _release(self, flight_id: int, fence: Fence) -> None:
+    async def _release(self, flight_id: int, fence: Fence, *, lost: bool) -> None:
         assert self._ownership is not None
         if self._closing:
             # close() releases every lease left in one statement once all
             # actors have stopped.
             return
-        if self._ownership.drop(flight_id, fence):
+        if self._ownership.drop(flight_id, fence) and not lost:
             with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
                 await self._ownership.release({flight_id: fence.epoch})

@@ -66,9 +66,10 @@ class PostgresLeaseStore:
         rows = await self._database.fetch(_RENEW, owner, flight_ids, [epochs[flight_id] for flight_id in flight_ids], ttl)
         return {row["flight_id"] for row in rows}
 
-    async def release(self, owner: str, epochs: dict[int, int]) -> None:
+    async def release(self, owner: str, epochs: dict[int, int]) -> int:
         flight_ids = list(epochs)
-        await self._database.execute(_RELEASE, owner, flight_ids, [epochs[flight_id] for flight_id in flight_ids])
+        status = await self._database.execute(_RELEASE, owner, flight_ids, [epochs[flight_id] for flight_id in flight_ids])
+        return int(status.split()[-1])
 
 
 async def _acquire(
