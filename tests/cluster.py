@@ -80,15 +80,15 @@ class Cluster:
         self.folder = folder
         self.nodes: list[Node] = []
 
-    async def start(self, count: int, **settings: str) -> list[Node]:
-        """Start ``count`` nodes with extra TICKETS_* settings; return when all answer /readyz."""
-        started = [self._spawn(settings) for _ in range(count)]
+    async def start(self, count: int, *, arguments: tuple[str, ...] = (), **settings: str) -> list[Node]:
+        """Start ``count`` nodes with extra `serve` arguments and TICKETS_* settings; return when all answer /readyz."""
+        started = [self._spawn(arguments, settings) for _ in range(count)]
         async with httpx.AsyncClient(timeout=2) as client:
             for node in started:
                 await _wait_ready(client, node)
         return started
 
-    def _spawn(self, settings: dict[str, str]) -> Node:
+    def _spawn(self, arguments: tuple[str, ...], settings: dict[str, str]) -> Node:
         name = f"node{len(self.nodes) + 1}"
         port = free_port()
         environment = dict(os.environ)
@@ -104,7 +104,7 @@ class Cluster:
         log_path = self.folder / f"{name}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *arguments],
                 cwd=ROOT,
                 env=environment,
                 stdout=log_file,

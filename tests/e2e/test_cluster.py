@@ -7,7 +7,9 @@ two seconds so that takeovers happen within the tests' bounded waits.
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -353,3 +355,29 @@ async def test_webhook_cancel_applied_once_with_three_nodes(cluster, database):
     assert len({row["passenger_id"] for row in outbox}) == 4
     assert await database.fetchval("SELECT count(*) FROM flight_events WHERE flight_id = $1", flight_id) == 1
     assert await database.fetchval("SELECT status FROM flights WHERE id = $1", flight_id) == "canceled"
+
+
+async def test_workers_share_one_port(cluster, database):
+    tickets = await seed(database, 12, 2)
+    (parent,) = await cluster.start(1, arguments=("--workers", "2"), lease_ttl=str(LEASE_TTL))
+    with trio.fail_after(30):
+        while parent.log().count("api.server: serving on") < 2:
+            await trio.sleep(0.1)
+
+    for ids in tickets.values():
+        # A new connection for each flight, so the kernel spreads them over the workers.
+        async with client() as http:
+            response = await http.post(f"{parent.url}/api/v1/tickets/buy", json=seat_request(ids[0], 1))
+        assert response.status_code == 201, response.text
+
+    worker_pids = {int(pid) for pid in re.findall(r"worker \d started \(pid (\d+)\)", parent.log())}
+    owners = {row["owner"] for row in await database.fetch("SELECT owner FROM flight_leases")}
+    assert len(worker_pids) == 2
+    # Both workers own flights: all twelve on one worker has odds of 1 in 2048.
+    assert {int(owner.rsplit("-", 2)[-2]) for owner in owners} == worker_pids
+
+    parent.stop()
+    assert parent.process.returncode == 0
+    for pid in worker_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
