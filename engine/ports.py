@@ -38,6 +38,9 @@ class FlightStore(Protocol):
     async def flight_of_ticket(self, ticket_id: int) -> int | None:
         """Return the id of the flight the ticket belongs to, or None if it does not exist."""
 
+    async def ticket_ids(self, flight_id: int) -> list[int]:
+        """Return the ids of the flight's tickets (none if no such flight)."""
+
 
 class StoreError(Exception):
     """The store could not complete an operation."""

@@ -67,6 +67,8 @@ class Registry:
         self._closing = False
         # Ticket ids never move between flights, so this cache never goes stale.
         self._ticket_flights: dict[int, int] = {}
+        # Flights whose ticket ids were looked up, or are being, to fill that cache.
+        self._listing: set[int] = set()
         self._ticket_cache_size = ticket_cache_size
 
     @property
@@ -184,11 +186,28 @@ class Registry:
         if flight_id is None:
             raise TicketNotFound(f"ticket {ticket_id} does not exist")
         self._remember_tickets([ticket_id], flight_id)
+        if self._ownership is not None and flight_id not in self._actors and flight_id not in self._listing:
+            # The flight may be owned elsewhere, so no actor load here fills
+            # the cache with its tickets: look them all up at once instead
+            # of one query per ticket.
+            self._listing.add(flight_id)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._remember_flight_tickets, flight_id)
         return flight_id
+
+    async def _remember_flight_tickets(self, flight_id: int) -> None:
+        try:
+            ticket_ids = await self._store.ticket_ids(flight_id)
+        except StoreError as error:
+            log.warning("flight %d: ticket ids could not be loaded for lookups: %s", flight_id, error)
+            self._listing.discard(flight_id)
+            return
+        self._remember_tickets(ticket_ids, flight_id)
 
     def _remember_tickets(self, ticket_ids: list[int], flight_id: int) -> None:
         if len(self._ticket_flights) + len(ticket_ids) > self._ticket_cache_size:
             self._ticket_flights.clear()
+            self._listing.clear()
         for ticket_id in ticket_ids:
             self._ticket_flights[ticket_id] = flight_id
 

@@ -125,6 +125,8 @@ ON CONFLICT (flight_id, kind, passenger_id) DO NOTHING
 
 _FLIGHT_OF_TICKET = "SELECT flight_id FROM tickets WHERE id = $1"
 
+_TICKET_IDS = "SELECT id FROM tickets WHERE flight_id = $1"
+
 
 class PostgresFlightStore:
     """Implements engine.ports.FlightStore with one bridge crossing per call.
@@ -145,6 +147,9 @@ class PostgresFlightStore:
 
     async def flight_of_ticket(self, ticket_id: int) -> int | None:
         return await self._database.fetchval(_FLIGHT_OF_TICKET, ticket_id)
+
+    async def ticket_ids(self, flight_id: int) -> list[int]:
+        return [row["id"] for row in await self._database.fetch(_TICKET_IDS, flight_id)]
 
 
 async def _load_flight(connection: asyncpg.Connection, flight_id: int) -> Flight | None:

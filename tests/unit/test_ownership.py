@@ -38,6 +38,9 @@ class FakeFlightStore:
     async def flight_of_ticket(self, ticket_id: int) -> int | None:
         return FLIGHT_ID
 
+    async def ticket_ids(self, flight_id: int) -> list[int]:
+        return [1, 2]
+
 
 class FakeLeaseStore:
     """Answers acquire() from a list of scripted results, then with fresh epochs."""
