@@ -380,8 +380,11 @@ class _PeerConnection:
         self._calls[request_id] = call
         outbox.send_nowait((request_id, payload, call))
         try:
-            with trio.move_on_at(reply_deadline):
-                await call.done.wait()
+            # A silent owner fails its waiting calls after stall_timeout
+            # rather than at the deadline plus the commit grace.
+            while not call.done.is_set() and trio.current_time() < reply_deadline and not self._stalled():
+                with trio.move_on_at(min(reply_deadline, self._last_progress + self._stall_timeout + 0.01)):
+                    await call.done.wait()
         finally:
             if not call.done.is_set():
                 self._calls.pop(request_id, None)
@@ -492,6 +495,11 @@ class ConnectionForwarder:
     waiting and no reply for ``stall_timeout`` seconds takes no new ones:
     those go through the database, which moves the flight once the silent
     owner's lease lapses.
+
+    NOTE: a live owner whose replies all stop for ``stall_timeout`` (one
+    commit blocked that long on a lock) is taken for a silent one: its
+    waiting calls get forward_failed and this process stops forwarding to
+    it for one lease time.
     """
 
     def __init__(
