@@ -370,7 +370,7 @@ class _PeerConnection:
     async def call(self, payload: bytes, reply_deadline: float) -> bytes:
         if self._stalled():
             raise PeerUnreachable(
-                f"{self.address} has not answered for {trio.current_time() - self._last_progress:.1f} s"
+                f"{self.address} has not responded for {trio.current_time() - self._last_progress:.1f} s"
             )
         outbox = await self._connected()
         request_id = next(self._ids) & 0xFFFFFFFF

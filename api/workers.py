@@ -25,7 +25,7 @@ from .config import Settings
 log = logging.getLogger(__name__)
 
 # A worker that exits this soon after its start counts as failing to
-# start; after this many such exits in a row the parent gives up.
+# start. After this many such exits in a row the parent gives up.
 _QUICK_EXIT_SECONDS = 10.0
 _MAX_QUICK_EXITS = 5
 _RESTART_DELAY = 1.0

@@ -100,9 +100,9 @@ class OwnershipLost(ServiceUnavailable):
 
 
 class OwnerUnavailable(ServiceUnavailable):
-    """The process that owns the flight does not answer and its lease has not lapsed yet.
+    """The process that owns the flight does not respond and its lease has not lapsed yet.
 
-    The command was not applied. ``retry_after`` is when the lease lapses.
+    The command was not applied. ``retry_after`` is the number of seconds until the lease lapses.
     """
 
     code = "owner_unavailable"

@@ -1,4 +1,4 @@
-"""Which process owns each flight: leases taken, renewed and given up through a LeaseStore.
+"""Flight ownership across processes: leases taken, renewed and given up through a LeaseStore.
 
 Several processes (workers of one machine, or nodes on several machines)
 share one database. A flight's actor may run only in the process that holds
@@ -64,7 +64,7 @@ class LeaseStore(Protocol):
 
 
 class NotOwner(Exception):
-    """The process asked to run a flight's command does not own the flight.
+    """The process requested to run a flight's command does not own the flight.
 
     ``holder`` is the owner it found in the database, or None if it does not know.
     """
@@ -105,7 +105,7 @@ class Ownership:
         self._store = store
         self._held: dict[int, Fence] = {}
         self._remote: dict[int, Holder] = {}
-        # Owners that did not answer, until when (trio time) to distrust them.
+        # Owners that did not respond, mapped to the trio time until which no command goes to them.
         self._suspected: dict[str, float] = {}
         self._acquiring: dict[int, trio.Event] = {}
         self._refreshing: trio.Event | None = None
@@ -156,7 +156,7 @@ class Ownership:
             self._valid_until = sent + self.ttl
             return
         try:
-            kept = await self._store.renew(self.node_id, epochs, self.ttl)
+            renewed = await self._store.renew(self.node_id, epochs, self.ttl)
         except StoreError as error:
             self._renew_failures += 1
             if self._renew_failures % _RENEW_FAILURE_LOG_EVERY == 1:
@@ -174,7 +174,7 @@ class Ownership:
         self._valid_until = sent + self.ttl
         for flight_id, epoch in epochs.items():
             fence = self._held.get(flight_id)
-            if flight_id not in kept and fence is not None and fence.epoch == epoch:
+            if flight_id not in renewed and fence is not None and fence.epoch == epoch:
                 self._lose(flight_id, fence, "another process took it over")
 
     def _lose_all(self, reason: str) -> None:
@@ -189,7 +189,7 @@ class Ownership:
     async def resolve(self, flight_id: int, deadline: float) -> Fence | Holder:
         """Return this process's fence for the flight, taking the lease if it can, or the process that holds it.
 
-        Waits for the lease of an owner that does not answer to lapse, up to
+        Waits for the lease of an owner that does not respond to lapse, up to
         ``deadline`` (trio time). Concurrent calls for one flight share one
         database round trip.
         """
@@ -226,9 +226,9 @@ class Ownership:
                 log.warning("flight %d: lease lookup failed: %s", flight_id, error)
                 raise ServiceUnavailable(f"the owner of flight {flight_id} could not be looked up; retry later") from error
             if scope.cancelled_caught:
-                # NOTE: the statement may have committed; then this process
+                # NOTE: the statement may have committed. Then this process
                 # holds a lease it does not know of, which lapses after ttl
-                # or is taken again by its next command for the flight.
+                # unless its next command for the flight takes it again.
                 raise DeadlineExceeded(f"the owner of flight {flight_id} was not found in time; the request was not applied")
 
             if result is None:
@@ -245,12 +245,12 @@ class Ownership:
                 wake = trio.current_time() + holder.expires_in + _LAPSE_MARGIN
                 if wake > deadline:
                     raise OwnerUnavailable(
-                        f"the owner of flight {flight_id} (node {holder.owner} at {holder.address}) does not answer "
+                        f"the owner of flight {flight_id} (node {holder.owner} at {holder.address}) does not respond "
                         f"and its lease lapses in {holder.expires_in:.1f} s; the request was not applied, retry then",
                         retry_after=max(1, math.ceil(holder.expires_in)),
                     )
                 log.info(
-                    "flight %d: owner %s does not answer; waiting %.1f s for its lease to lapse",
+                    "flight %d: owner %s does not respond; waiting %.1f s for its lease to lapse",
                     flight_id, holder.owner, holder.expires_in,
                 )
                 await trio.sleep_until(wake)
@@ -273,21 +273,21 @@ class Ownership:
         return True
 
     def suspect(self, holder: Holder) -> None:
-        """Stop forwarding to an owner that did not answer, until its lease lapses or ``ttl`` passes."""
+        """Stop forwarding to an owner that did not respond, until its lease lapses or ``ttl`` passes."""
         if not self._is_suspected(holder.owner):
-            log.warning("node %s at %s does not answer; its flights move once its leases lapse", holder.owner, holder.address)
+            log.warning("node %s at %s does not respond; its flights move once its leases lapse", holder.owner, holder.address)
         self._suspected[holder.owner] = trio.current_time() + self.ttl
         for flight_id in [flight_id for flight_id, known in self._remote.items() if known.owner == holder.owner]:
             del self._remote[flight_id]
 
-    def redirected(self, flight_id: int, asked: Holder, holder: Holder | None) -> None:
+    def redirected(self, flight_id: int, target: Holder, holder: Holder | None) -> None:
         """Record a peer's reply that it does not own the flight, and who it found as owner."""
-        if self._remote.get(flight_id) == asked:
+        if self._remote.get(flight_id) == target:
             del self._remote[flight_id]
-        if holder is None or holder.owner == asked.owner:
+        if holder is None or holder.owner == target.owner:
             # The database names that process, but whoever listens at its
             # address is not it: the owner is gone.
-            self.suspect(asked)
+            self.suspect(target)
         elif holder.owner != self.node_id and holder.expires_in > 0:
             self._remote[flight_id] = holder
 

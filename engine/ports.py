@@ -21,7 +21,7 @@ class FlightStore(Protocol):
 
     ``commit`` raises ``StaleFlightState`` when a guard finds a row that
     differs from memory, ``LeaseLost`` when ``fence`` no longer matches the
-    flight's lease, and another ``StoreError`` for any other failure; in
+    flight's lease, and another ``StoreError`` for any other failure. In
     every case nothing of the batch is written.
     """
 

@@ -70,10 +70,10 @@ WHERE t.id = c.id AND t.flight_id = $1
   AND t.status = c.expected_status AND t.version = c.expected_version
 """
 
-# The same update, fenced: the CTE extends the flight's lease only if it
-# still has this owner and epoch, and locks its row until COMMIT, so a
-# takeover (an UPDATE of that row) runs either before this batch, which then
-# matches no lease row and writes nothing, or after its COMMIT.
+# The same update, fenced. The CTE extends the flight's lease only if it
+# still has this owner and epoch, and it locks the lease row until COMMIT.
+# A takeover (an UPDATE of that row) therefore runs either before this batch,
+# which then matches no lease row and writes nothing, or after its COMMIT.
 _UPDATE_TICKETS_FENCED = """
 WITH lease AS (
     UPDATE flight_leases

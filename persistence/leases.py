@@ -76,14 +76,14 @@ async def _acquire(
     connection: asyncpg.Connection, flight_id: int, owner: str, address: str, ttl: float
 ) -> int | Holder | None:
     try:
-        taken = await connection.fetchrow(_ACQUIRE, flight_id, owner, address, ttl)
+        acquired = await connection.fetchrow(_ACQUIRE, flight_id, owner, address, ttl)
     except asyncpg.exceptions.ForeignKeyViolationError:
         return None
-    if taken is not None:
-        previous = taken["previous_owner"]
+    if acquired is not None:
+        previous = acquired["previous_owner"]
         if previous is not None and previous != owner:
-            log.info("flight %d: lease taken over from node %s by node %s (epoch %d)", flight_id, previous, owner, taken["epoch"])
-        return taken["epoch"]
+            log.info("flight %d: lease taken over from node %s by node %s (epoch %d)", flight_id, previous, owner, acquired["epoch"])
+        return acquired["epoch"]
 
     row = await connection.fetchrow(_HOLDER, flight_id)
     if row is None:

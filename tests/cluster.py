@@ -81,7 +81,7 @@ class Cluster:
         self.nodes: list[Node] = []
 
     async def start(self, count: int, *, arguments: tuple[str, ...] = (), **settings: str) -> list[Node]:
-        """Start ``count`` nodes with extra `serve` arguments and TICKETS_* settings; return when all answer /readyz."""
+        """Start ``count`` nodes with extra `serve` arguments and TICKETS_* settings; return when /readyz of each returns 200."""
         started = [self._spawn(arguments, settings) for _ in range(count)]
         async with httpx.AsyncClient(timeout=2) as client:
             for node in started:

@@ -144,13 +144,13 @@ async def test_mixed_load_matches_database(cluster, database, node_count):
     for ticket_id in flight_of:
         applied = [(kind, number, response) for kind, t, number, response in results if t == ticket_id and kind != "list" and response.status_code in (200, 201)]
         buyers = [number for kind, number, _ in applied if kind == "buy"]
-        held = Counter(number for kind, number, _ in applied if kind == "book")
-        held.subtract(number for kind, number, _ in applied if kind == "cancel-reservation")
+        bookings = Counter(number for kind, number, _ in applied if kind == "book")
+        bookings.subtract(number for kind, number, _ in applied if kind == "cancel-reservation")
         row = rows[ticket_id]
 
         assert len(buyers) <= 1, (ticket_id, applied)
-        assert all(count in (0, 1) for count in held.values()), (ticket_id, held)
-        holders = [number for number, count in held.items() if count == 1]
+        assert all(count in (0, 1) for count in bookings.values()), (ticket_id, bookings)
+        holders = [number for number, count in bookings.items() if count == 1]
         assert len(holders) <= 1, (ticket_id, holders)
         if buyers:
             sale = next(response for kind, _, response in applied if kind == "buy").json()["ticket"]
@@ -182,7 +182,7 @@ async def test_killed_owner_flights_move(cluster, database):
     victim, survivors = nodes[0], nodes[1:]
     numbers = itertools.count(1)
     rng = random.Random(7)
-    # (ticket id, passenger number, node, sent at, answered at, status or None for a transport error, body)
+    # (ticket id, passenger number, node, sent at, response at, status or None for a transport error, body)
     results: list[tuple[int, int, Node, float, float, int | None, dict | None]] = []
 
     async with client() as http:
@@ -318,7 +318,7 @@ async def test_stale_owner_cannot_commit(cluster, database):
         assert not owner.owns(new_lease["owner"])
         assert "rejected by the fencing check" in owner.log()
 
-        # The old owner now forwards to the new one and answers correctly.
+        # The old owner now forwards to the new one and returns its result.
         retry = await http.post(f"{owner.url}/api/v1/tickets/buy", json=seat_request(second, 1))
         assert retry.status_code == 201, retry.text
         assert (await ticket_rows(database))[second]["status"] == "sold"

@@ -43,12 +43,12 @@ class FakeFlightStore:
 
 
 class FakeLeaseStore:
-    """Answers acquire() from a list of scripted results, then with fresh epochs."""
+    """Returns scripted results from acquire(), then fresh epochs."""
 
     def __init__(self, *results: int | Holder) -> None:
         self.results = list(results)
         self.acquired = 0
-        self.kept: set[int] | None = None
+        self.renewable: set[int] | None = None
         self.released: list[dict[int, int]] = []
         self._epoch = 0
 
@@ -62,7 +62,7 @@ class FakeLeaseStore:
 
     async def renew(self, owner: str, epochs: dict[int, int], ttl: float) -> set[int]:
         await trio.lowlevel.checkpoint()
-        return set(epochs) if self.kept is None else self.kept & set(epochs)
+        return set(epochs) if self.renewable is None else self.renewable & set(epochs)
 
     async def release(self, owner: str, epochs: dict[int, int]) -> int:
         self.released.append(epochs)
@@ -132,7 +132,8 @@ async def test_command_forwarded_to_holder(make_registry):
     first = await registry.ask(FLIGHT_ID, ListTickets(), trio.current_time() + 5)
     second = await registry.ask(FLIGHT_ID, ListTickets(), trio.current_time() + 5)
 
-    assert first is answer and second is answer
+    assert first is answer
+    assert second is answer
     assert forwarder.calls == [(OTHER, FLIGHT_ID), (OTHER, FLIGHT_ID)]
     assert leases.acquired == 1
     assert registry.actor(FLIGHT_ID) is None
@@ -188,7 +189,7 @@ async def test_lost_lease_stops_actor(make_registry, autojump_clock):
     await registry.ask(FLIGHT_ID, ListTickets(), trio.current_time() + 5)
     assert registry.actor(FLIGHT_ID) is not None
 
-    leases.kept = set()
+    leases.renewable = set()
     await ownership.refresh()
     await trio.sleep(0.1)
 
