@@ -57,6 +57,10 @@ class ProtocolError(Exception):
     """A peer sent bytes that are not a valid frame or message."""
 
 
+# Failures that end one forwarding connection and nothing else.
+_CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError)
+
+
 # Codec ------------------------------------------------------------------
 
 
@@ -288,8 +292,12 @@ class ForwardingServer:
                     request_id, payload = received
                     nursery.start_soon(self._answer, request_id, payload, replies_in)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError) as error:
-            log.warning("forwarding connection from %s failed: %s", peer, error)
+        # The nursery wraps errors in groups; any of them must end only this
+        # connection, never the listener and with it the server.
+        except* _CONNECTION_ERRORS as group:
+            log.warning("forwarding connection from %s failed: %s", peer, group.exceptions[0])
+        except* Exception as group:
+            log.error("forwarding connection from %s failed unexpectedly", peer, exc_info=group)
         finally:
             await trio.aclose_forcefully(stream)
         log.info("forwarding connection from %s closed", peer)
@@ -368,10 +376,6 @@ class _PeerConnection:
         return bool(self._calls) and trio.current_time() - self._last_progress > self._stall_timeout
 
     async def call(self, payload: bytes, reply_deadline: float) -> bytes:
-        if self._stalled():
-            raise PeerUnreachable(
-                f"{self.address} has not responded for {trio.current_time() - self._last_progress:.1f} s"
-            )
         outbox = await self._connected()
         request_id = next(self._ids) & 0xFFFFFFFF
         call = _Call(trio.Event())
@@ -430,9 +434,12 @@ class _PeerConnection:
                 nursery.start_soon(self._write, stream, frames)
                 await self._read(stream)
                 nursery.cancel_scope.cancel()
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError) as failure:
-            error = failure
-            log.warning("forwarding connection to %s failed: %s", self.address, failure)
+        except* _CONNECTION_ERRORS as group:
+            error = group.exceptions[0]
+            log.warning("forwarding connection to %s failed: %s", self.address, error)
+        except* Exception as group:
+            error = group.exceptions[0]
+            log.error("forwarding connection to %s failed unexpectedly", self.address, exc_info=group)
         finally:
             self._outbox = None
             self._stream = None
@@ -491,10 +498,10 @@ class ConnectionForwarder:
 
     A reply may come up to ``reply_grace`` seconds after the request's
     deadline, because an owner that started a command's transaction before
-    the deadline still reports its outcome. A connection with requests
-    waiting and no reply for ``stall_timeout`` seconds takes no new ones:
-    those go through the database, which moves the flight once the silent
-    owner's lease lapses.
+    the deadline still reports its outcome. Calls waiting on a connection
+    that receives nothing for ``stall_timeout`` seconds fail with
+    ForwardFailed. The registry then sends that owner nothing more until its
+    lease lapses and another process takes its flights.
 
     NOTE: a live owner whose replies all stop for ``stall_timeout`` (one
     commit blocked that long on a lock) is taken for a silent one: its
