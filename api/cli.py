@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="TCP port to listen on, 0 to 65535 (default: TICKETS_PORT, 8000)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_bounded_int(1, 64, "worker count"),
+        default=1,
+        metavar="N",
+        help="server processes sharing the port, each owning its own flights, 1 to 64 (default: 1)",
+    )
+    # Set by `serve --workers N` on the processes it starts.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     commands.add_parser(
         "migrate",
@@ -210,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "serve":
         from .server import run_server
 
-        trio.run(lambda: run_server(settings, demo=arguments.demo))
+        if arguments.workers > 1:
+            if settings.port == 0:
+                print("tickets: --workers needs a fixed --port; 0 would give each worker its own port", file=sys.stderr)
+                return 2
+            from .workers import run_workers
+
+            return run_workers(settings, arguments.workers, demo=arguments.demo)
+        trio.run(lambda: run_server(settings, demo=arguments.demo, worker=arguments.worker))
     elif arguments.command == "migrate":
         trio.run(_migrate, settings)
     elif arguments.command == "seed":

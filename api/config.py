@@ -74,6 +74,26 @@ class Settings(BaseSettings):
     mail_max_attempts: int = _setting(8, "Send attempts per email before it is marked failed.", "attempts", ge=1, le=100)
     log_level: str = _setting("INFO", "Lowest level of log lines written.", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_format: str = _setting("text", "Log line format; json writes one JSON object per line.", "text or json", pattern="^(text|json)$")
+    lease_ttl: float = _setting(
+        5.0,
+        "How long a flight's owner keeps it without renewing; a dead owner's flights move to another process after at most this long.",
+        "seconds",
+        ge=0.5,
+        le=300,
+    )
+    internal_host: str = _setting(
+        "127.0.0.1",
+        "Address of the internal port that other processes forward commands to; it has no authentication, so keep it on loopback or a private network.",
+        "IP address or host name",
+    )
+    internal_port: int = _setting(
+        0, "TCP port of the internal listener; 0 picks a free one (with --workers N, port + i).", "port", ge=0, le=65535
+    )
+    internal_advertise_host: str | None = _setting(
+        None,
+        "Host name or address other processes use to reach the internal port; unset means TICKETS_INTERNAL_HOST, or this machine's host name when that is a wildcard.",
+        "host name",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,18 +14,21 @@ from datetime import timedelta
 import trio
 
 from engine.actor import ActorSettings
+from engine.ownership import Ownership
 from engine.registry import Registry
 from persistence.database import Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.errors import DatabaseError
 from persistence.flight_store import PostgresFlightStore
 from persistence.idempotency_store import purge_expired
+from persistence.leases import PostgresLeaseStore
 from persistence.migrations import migrate
 from persistence.seed import seed_demo
 from notify import Notifier, sender_from_url
 
 from .config import DEMO_CALLBACK_SECRET, Settings
 from .metrics import Metrics
+from .forwarding import ConnectionForwarder, ForwardingServer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ class Runtime:
     # None disables the webhook (503) because no secret was configured.
     callback_secret: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    ownership: Ownership | None = None
 
 
 @asynccontextmanager
@@ -54,6 +61,9 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             max_size=settings.pool_max_size,
             acquire_timeout=settings.pool_acquire_timeout,
             command_timeout=settings.db_command_timeout,
+            # A frozen owner's open transaction would hold its lease row
+            # locked and block the takeover past the lease's expiry.
+            idle_in_transaction_timeout=settings.lease_ttl,
         )
         try:
             yield database
@@ -112,9 +122,29 @@ async def purge_expired_responses(database: Database, interval: float = PURGE_IN
         await trio.sleep(interval)
 
 
+
+def new_node_id() -> str:
+    """Return a name for this process in the lease table, unique across machines and restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def advertised_address(settings: Settings, port: int) -> str:
+    """Return host:port at which other processes reach this process's internal listener."""
+    host = settings.internal_advertise_host
+    if host is None:
+        wildcard = settings.internal_host in ("", "0.0.0.0", "::")
+        host = socket.gethostname() if wildcard else settings.internal_host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: Settings, *, demo: bool = False, load_demo: bool = True) -> AsyncIterator[Runtime]:
     """Open the database, apply migrations, optionally load demo data, run the registry and the notifier.
+
+    The registry owns flights through leases and forwards commands for
+    flights that other processes own; an internal listener takes the
+    commands they forward here. ``demo`` accepts the documented webhook key
+    when no secret is set, and with ``load_demo`` also loads the demo flights.
 
     On exit the registry drains its actors first, so emails their last
     batches owe are in the outbox; then the notifier is cancelled (it
@@ -122,20 +152,40 @@ async def open_runtime(settings: Settings, *, demo: bool = False) -> AsyncIterat
     """
     async with open_database(settings) as database:
         await migrate(database)
-        if demo:
+        if demo and load_demo:
             await seed_demo(database)
         notifier = build_notifier(settings, database)
-
         metrics = Metrics()
-        store = PostgresFlightStore(database, idempotency_ttl=settings.idempotency_ttl)
-        registry = Registry(store, actor_settings(settings), observer=metrics)
-        metrics.watch(registry, database)
+
         async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(settings.internal_port, host=settings.internal_host)
+            address = advertised_address(settings, listeners[0].socket.getsockname()[1])
+            ownership = Ownership(PostgresLeaseStore(database), new_node_id(), address, settings.lease_ttl)
+            forwarder = ConnectionForwarder(
+                nursery, reply_grace=settings.db_command_timeout + 1.0, stall_timeout=settings.lease_ttl
+            )
+            store = PostgresFlightStore(
+                database, idempotency_ttl=settings.idempotency_ttl, lease_ttl=settings.lease_ttl
+            )
+            registry = Registry(
+                store, actor_settings(settings), observer=metrics, ownership=ownership, forwarder=forwarder
+            )
+            metrics.watch(registry, database)
             await nursery.start(registry.run)
+            await nursery.start(ownership.run, registry.revoke)
             await nursery.start(notifier.run)
             nursery.start_soon(purge_expired_responses, database)
+            nursery.start_soon(trio.serve_listeners, ForwardingServer(registry).handle_connection, listeners)
+            log.info("node %s takes forwarded commands at %s", ownership.node_id, address)
             try:
-                yield Runtime(settings, database, registry, resolve_callback_secret(settings, demo=demo), metrics)
+                yield Runtime(
+                    settings,
+                    database,
+                    registry,
+                    resolve_callback_secret(settings, demo=demo),
+                    metrics=metrics,
+                    ownership=ownership,
+                )
                 with trio.move_on_after(settings.request_deadline + settings.db_command_timeout):
                     await registry.close()
             finally:

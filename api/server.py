@@ -6,6 +6,7 @@ import logging
 import resource
 import signal
 from functools import partial
+import socket
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -64,11 +65,28 @@ def raise_open_file_limit() -> int:
     return soft
 
 
-async def run_server(settings: Settings, *, demo: bool = False) -> None:
+def bind_shared_port(host: str, port: int) -> socket.socket:
+    """Bind a TCP socket with SO_REUSEPORT, so that sibling worker processes bound alike share the port.
+
+    The kernel spreads incoming connections over the sockets of such a group.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def run_server(settings: Settings, *, demo: bool = False, worker: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM; a ``worker`` shares its port with its siblings and loads no demo data."""
     open_files = raise_open_file_limit()
-    async with open_runtime(settings, demo=demo) as runtime:
+    config = hypercorn_config(settings)
+    if worker:
+        # Hypercorn takes over the descriptor and closes it when it stops.
+        config.bind = [f"fd://{bind_shared_port(settings.host, settings.port).detach()}"]
+    async with open_runtime(settings, demo=demo, load_demo=not worker) as runtime:
         app = create_app(runtime)
-        config = hypercorn_config(settings)
         log.info(
             "serving on http://%s:%d (open file limit %d, at most %d requests at once)",
             settings.host,

@@ -6,6 +6,11 @@ If the transaction fails, the actor reloads the flight from the database, so
 no uncommitted change survives in memory. Every caller in the batch then gets
 an error, unless the reloaded rows show that the commit did reach the
 database, which happens when the connection is lost during COMMIT.
+
+When the flight's lease is held under a ``Fence``, every batch commits
+under it. A batch whose fence no longer matches (another process took the
+flight over) fails its callers and stops the actor instead of reloading:
+the flight now belongs to that other process.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from .commands import Command, Reply, decide
-from .errors import CommitFailed, CommitOutcomeUnknown, EngineError, FlightNotFound, SeatRuleViolation
+from .errors import CommitFailed, CommitOutcomeUnknown, EngineError, FlightNotFound, OwnershipLost, SeatRuleViolation
 from .idempotency import IdempotentRequest, StoredResponse
 from .observer import NULL_OBSERVER, EngineObserver
-from .ports import FlightStore, StaleFlightState, StoreError
+from .ports import Fence, FlightStore, LeaseLost, StaleFlightState, StoreError
 from .seats import Changes, Flight
 
 log = logging.getLogger(__name__)
@@ -95,8 +100,10 @@ class FlightActor:
         on_idle: Callable[[FlightActor], bool] = lambda actor: True,
         on_loaded: Callable[[Flight], None] = lambda flight: None,
         observer: EngineObserver = NULL_OBSERVER,
+        fence: Fence | None = None,
     ) -> None:
         self.flight_id = flight_id
+        self.fence = fence
         self.flight: Flight | None = None
         self._store = store
         self._settings = settings
@@ -107,24 +114,37 @@ class FlightActor:
         self.mailbox, self._inbox = trio.open_memory_channel[Envelope](settings.mailbox_size)
         self._in_flight: list[Envelope] = []
         self._last_activity = trio.current_time()
+        self._revoked: EngineError | None = None
+        self._wait_scope: trio.CancelScope | None = None
 
     @property
     def mailbox_depth(self) -> int:
         return self._inbox.statistics().current_buffer_used
 
     async def run(self) -> None:
-        """Load the flight and serve the mailbox until passivated or the mailbox closes."""
+        """Load the flight and serve the mailbox until passivated, revoked or the mailbox closes.
+
+        Raise the revocation error (after ``revoke``) or ``OwnershipLost``
+        (after a fenced batch found the lease taken over).
+        """
         self.flight = await self._load()
         log.debug("flight %d actor started with %d tickets", self.flight_id, len(self.flight.tickets))
 
         while True:
+            if self._revoked is not None:
+                raise self._revoked
             envelope = None
-            with trio.move_on_at(self._wake_time()):
+            with trio.move_on_at(self._wake_time()) as self._wait_scope:
                 try:
                     envelope = await self._inbox.receive()
                 except trio.EndOfChannel:
                     log.debug("flight %d actor stopped: mailbox closed", self.flight_id)
                     return
+            self._wait_scope = None
+            if self._revoked is not None:
+                if envelope is not None:
+                    envelope.fail(self._revoked)
+                raise self._revoked
 
             if envelope is None:
                 if self._holds_due():
@@ -142,6 +162,12 @@ class FlightActor:
                     break
             await self._process(batch)
             self._last_activity = trio.current_time()
+
+    def revoke(self, error: EngineError) -> None:
+        """Stop the actor before its next batch (its lease is gone); its queued commands fail with ``error``."""
+        self._revoked = error
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     def fail_pending(self, error: EngineError) -> None:
         """Fail the batch being processed and everything still queued (after a crash)."""
@@ -189,7 +215,12 @@ class FlightActor:
                 # Shielded: once sent, the transaction's outcome must be known
                 # before anyone is answered. asyncpg's command timeout bounds it.
                 with trio.CancelScope(shield=True):
-                    await self._store.commit(self.flight_id, changes)
+                    if self.fence is None:
+                        await self._store.commit(self.flight_id, changes)
+                    else:
+                        await self._store.commit(self.flight_id, changes, fence=self.fence)
+            except LeaseLost as error:
+                self._give_up(decided, error)
             except StoreError as error:
                 self._observer.batch_failed(len(decided), trio.current_time() - started)
                 await self._recover(decided, changes, error)
@@ -216,6 +247,19 @@ class FlightActor:
                 if response is not None:
                     responses.append(response)
         return responses
+
+    def _give_up(self, decided: list[tuple[Envelope, object]], error: LeaseLost) -> None:
+        assert self.fence is not None
+        log.error(
+            "flight %d: batch of %d commands rejected by the fencing check (epoch %d of node %s): %s",
+            self.flight_id, len(decided), self.fence.epoch, self.fence.owner, error,
+        )
+        lost = OwnershipLost(f"flight {self.flight_id} moved to another server; the request was not applied, retry")
+        for envelope, _ in decided:
+            envelope.fail(lost)
+        self._in_flight = []
+        self.flight = None
+        raise lost
 
     async def _recover(
         self, decided: list[tuple[Envelope, Reply | SeatRuleViolation]], changes: Changes, error: StoreError

@@ -101,3 +101,28 @@ class ActorCrashed(ServiceUnavailable):
     """The flight's actor failed while the command was pending."""
 
     code = "actor_restarting"
+
+
+class OwnershipLost(ServiceUnavailable):
+    """Another process took over the flight's lease; the command was not applied."""
+
+    code = "flight_moved"
+
+
+class OwnerUnavailable(ServiceUnavailable):
+    """The process that owns the flight does not respond and its lease has not lapsed yet.
+
+    The command was not applied. ``retry_after`` is the number of seconds until the lease lapses.
+    """
+
+    code = "owner_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ForwardFailed(ServiceUnavailable):
+    """The command reached the flight's owner, but no reply came back; it may have been applied."""
+
+    code = "forward_failed"

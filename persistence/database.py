@@ -44,11 +44,21 @@ class Database:
         max_size: int = 10,
         acquire_timeout: float = 5.0,
         command_timeout: float = 10.0,
+        idle_in_transaction_timeout: float | None = None,
         bridge: AsyncioBridge | None = None,
     ) -> Database:
-        """Connect a pool; raise DatabaseUnavailable when the server does not answer."""
+        """Connect a pool; raise DatabaseUnavailable when the server does not answer.
+
+        ``idle_in_transaction_timeout`` (seconds) makes the server end a
+        session that leaves a transaction open that long without sending a
+        statement, as a stopped or frozen process does, so its row locks do
+        not outlive it.
+        """
         owns_bridge = bridge is None
         bridge = bridge or AsyncioBridge()
+        server_settings = {"application_name": "tickets"}
+        if idle_in_transaction_timeout is not None:
+            server_settings["idle_in_transaction_session_timeout"] = str(max(1, round(idle_in_transaction_timeout * 1000)))
 
         # An application_name in the URL wins, so that pg_stat_activity can
         # distinguish several instances on one server.

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from engine.ports import StaleFlightState, StoreError, StoreUnavailable
+from engine.ports import LeaseLost, StaleFlightState, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -32,6 +32,10 @@ class StaleWrite(DatabaseError, StaleFlightState):
 
 class IdempotencyKeyTaken(DatabaseError):
     """A batch tried to store a response under a key that already has a live response."""
+
+
+class LeaseMismatch(DatabaseError, LeaseLost):
+    """A batch's fencing check matched no lease row: another process owns the flight now."""
 
 
 # Errors that mean "the server or the pool cannot serve now", as opposed to

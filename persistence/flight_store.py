@@ -13,6 +13,7 @@ import logging
 
 import asyncpg
 
+from engine.ports import Fence
 from engine.seats import (
     Changes,
     Flight,
@@ -25,7 +26,7 @@ from engine.seats import (
 )
 
 from .database import Database
-from .errors import IdempotencyKeyTaken, StaleWrite
+from .errors import IdempotencyKeyTaken, LeaseMismatch, StaleWrite
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,40 @@ WHERE t.id = c.id AND t.flight_id = $1
   AND t.status = c.expected_status AND t.version = c.expected_version
 """
 
+# The same update, fenced. The CTE extends the flight's lease only if it
+# still has this owner and epoch, and it locks the lease row until COMMIT.
+# A takeover (an UPDATE of that row) therefore runs either before this batch,
+# which then matches no lease row and writes nothing, or after its COMMIT.
+_UPDATE_TICKETS_FENCED = """
+WITH lease AS (
+    UPDATE flight_leases
+    SET expires_at = now() + make_interval(secs => $11)
+    WHERE flight_id = $1 AND epoch = $9 AND owner = $10
+    RETURNING flight_id
+), updated AS (
+    UPDATE tickets AS t
+    SET status = c.status, passenger_id = c.passenger_id,
+        booked_until = c.booked_until, date_of_sale = c.date_of_sale,
+        version = t.version + 1
+    FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
+                $7::timestamptz[], $8::timestamptz[])
+         AS c (id, expected_status, expected_version, status, passenger_id, booked_until, date_of_sale),
+         lease
+    WHERE t.id = c.id AND t.flight_id = lease.flight_id
+      AND t.status = c.expected_status AND t.version = c.expected_version
+    RETURNING t.id
+)
+SELECT (SELECT count(*) FROM lease) AS leases, (SELECT count(*) FROM updated) AS tickets
+"""
+
+# The fence of a batch that changes no ticket (an event on a flight with no
+# booked or sold seats).
+_CHECK_LEASE = """
+UPDATE flight_leases
+SET expires_at = now() + make_interval(secs => $4)
+WHERE flight_id = $1 AND epoch = $2 AND owner = $3
+"""
+
 _UPDATE_FLIGHT = """
 UPDATE flights
 SET seats_available = seats_available + $2, status = COALESCE($3, status)
@@ -103,22 +138,32 @@ WHERE k.expires_at <= now()
 
 _FLIGHT_OF_TICKET = "SELECT flight_id FROM tickets WHERE id = $1"
 
+_TICKET_IDS = "SELECT id FROM tickets WHERE flight_id = $1"
+
 
 class PostgresFlightStore:
-    """Implements engine.ports.FlightStore with one bridge crossing per call."""
+    """Implements engine.ports.FlightStore with one bridge crossing per call.
 
-    def __init__(self, database: Database, *, idempotency_ttl: float = 24 * 3600) -> None:
+    A fenced commit extends the flight's lease to ``lease_ttl`` seconds from
+    the transaction's start.
+    """
+
+    def __init__(self, database: Database, *, idempotency_ttl: float = 24 * 3600, lease_ttl: float = 5.0) -> None:
         self._database = database
         self._idempotency_ttl = idempotency_ttl
+        self._lease_ttl = lease_ttl
 
     async def load_flight(self, flight_id: int) -> Flight | None:
         return await self._database.connection(_load_flight, flight_id)
 
-    async def commit(self, flight_id: int, changes: Changes) -> None:
-        await self._database.transaction(_commit, flight_id, changes, self._idempotency_ttl)
+    async def commit(self, flight_id: int, changes: Changes, *, fence: Fence | None = None) -> None:
+        await self._database.transaction(_commit, flight_id, changes, self._idempotency_ttl, fence, self._lease_ttl)
 
     async def flight_of_ticket(self, ticket_id: int) -> int | None:
         return await self._database.fetchval(_FLIGHT_OF_TICKET, ticket_id)
+
+    async def ticket_ids(self, flight_id: int) -> list[int]:
+        return [row["id"] for row in await self._database.fetch(_TICKET_IDS, flight_id)]
 
 
 async def _load_flight(connection: asyncpg.Connection, flight_id: int) -> Flight | None:
@@ -151,8 +196,19 @@ async def _load_flight(connection: asyncpg.Connection, flight_id: int) -> Flight
     return Flight(info, FlightStatus(row["status"]), tickets)
 
 
-async def _commit(connection: asyncpg.Connection, flight_id: int, changes: Changes, idempotency_ttl: float) -> None:
+async def _commit(
+    connection: asyncpg.Connection,
+    flight_id: int,
+    changes: Changes,
+    idempotency_ttl: float,
+    fence: Fence | None,
+    lease_ttl: float,
+) -> None:
     passenger_ids = await _upsert_passengers(connection, changes)
+    if fence is not None and not changes.tickets:
+        status = await connection.execute(_CHECK_LEASE, flight_id, fence.epoch, fence.owner, lease_ttl)
+        if status != "UPDATE 1":
+            raise LeaseMismatch(f"flight {flight_id}: lease epoch {fence.epoch} of {fence.owner} is no longer held")
 
     if changes.tickets:
         columns: tuple[list, ...] = ([], [], [], [], [], [], [])
@@ -172,8 +228,16 @@ async def _commit(connection: asyncpg.Connection, flight_id: int, changes: Chang
                 ),
             ):
                 column.append(value)
-        status = await connection.execute(_UPDATE_TICKETS, flight_id, *columns)
-        updated = int(status.split()[-1])
+        if fence is None:
+            status = await connection.execute(_UPDATE_TICKETS, flight_id, *columns)
+            updated = int(status.split()[-1])
+        else:
+            counts = await connection.fetchrow(
+                _UPDATE_TICKETS_FENCED, flight_id, *columns, fence.epoch, fence.owner, lease_ttl
+            )
+            if counts["leases"] != 1:
+                raise LeaseMismatch(f"flight {flight_id}: lease epoch {fence.epoch} of {fence.owner} is no longer held")
+            updated = counts["tickets"]
         if updated != len(changes.tickets):
             raise StaleWrite(
                 f"flight {flight_id}: guarded update matched {updated} of {len(changes.tickets)} tickets"

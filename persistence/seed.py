@@ -32,6 +32,10 @@ DEMO_FLIGHTS = [
 ]
 DEMO_SEATS = 150
 
+# Any fixed 64-bit number works; it differs from the migrations' lock, and
+# every process loading the demo sample takes it.
+DEMO_SEED_LOCK_ID = 7_362_010_002
+
 
 async def _insert_flights(
     connection: asyncpg.Connection, flights: list[tuple[str, str, str, datetime]], seats: int
@@ -66,18 +70,30 @@ async def seed_flights(
     return await database.transaction(_insert_flights, flights, seats)
 
 
-async def seed_demo(database: Database, now: datetime | None = None) -> list[int]:
-    """Load the demo sample if the database has no flights; return the new flight ids."""
-    if await database.fetchval("SELECT EXISTS (SELECT 1 FROM flights)"):
-        log.info("database already has flights; demo data not loaded")
+async def _insert_demo_flights(
+    connection: asyncpg.Connection, flights: list[tuple[str, str, str, datetime]]
+) -> list[int]:
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", DEMO_SEED_LOCK_ID)
+    if await connection.fetchval("SELECT EXISTS (SELECT 1 FROM flights)"):
         return []
+    return await _insert_flights(connection, flights, DEMO_SEATS)
+
+
+async def seed_demo(database: Database, now: datetime | None = None) -> list[int]:
+    """Load the demo sample if the database has no flights; return the new flight ids.
+
+    Safe when several processes start with --demo at once: one loads it.
+    """
     now = now or datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) + timedelta(days=7)
     flights = [
         (company, departure, arrival, start + timedelta(days=index // 3, hours=6 + 4 * (index % 3)))
         for index, (company, departure, arrival) in enumerate(DEMO_FLIGHTS)
     ]
-    flight_ids = await seed_flights(database, flights, DEMO_SEATS)
+    flight_ids = await database.transaction(_insert_demo_flights, flights)
+    if not flight_ids:
+        log.info("database already has flights; demo data not loaded")
+        return []
     log.info("loaded demo data: %d flights with %d seats each", len(flight_ids), DEMO_SEATS)
     return flight_ids
 

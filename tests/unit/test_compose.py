@@ -53,6 +53,29 @@ def test_compose_app_builds_from_dockerfile(compose):
         assert f"COPY {package} {package}" in dockerfile
 
 
+def test_compose_scale_profile_runs_two_replicas(compose):
+    services = compose["services"]
+    for name in ("app-1", "app-2", "lb"):
+        assert services[name]["profiles"] == ["scale"]
+    assert "profiles" not in services["app"]
+    for name in ("app-1", "app-2"):
+        environment = services[name]["environment"]
+        assert environment["TICKETS_DATABASE_URL"] == services["app"]["environment"]["TICKETS_DATABASE_URL"]
+        assert environment["TICKETS_INTERNAL_ADVERTISE_HOST"] == name
+        assert environment["TICKETS_INTERNAL_PORT"] == "9000"
+        assert services[name]["command"] == ["tickets", "serve", "--demo"]
+
+
+def test_compose_load_balancer_reaches_both_replicas(compose):
+    balancer = compose["services"]["lb"]
+    assert balancer["image"].startswith("nginx:")
+    assert "8080:80" in balancer["ports"]
+    (mount,) = balancer["configs"]
+    config = compose["configs"][mount["source"]]["content"]
+    assert "server app-1:8000;" in config
+    assert "server app-2:8000;" in config
+
+
 def test_readme_names_mailpit_address():
     for readme in ("README.md", "README.ru.md"):
         assert "http://localhost:1080" in (ROOT / readme).read_text(encoding="utf-8")
