@@ -293,7 +293,8 @@ class FlightActor:
         # that exists.
         if not isinstance(error, StaleFlightState) and self._batch_is_in(self.flight, changes):
             log.warning(
-                "flight %d: the failed commit of %d commands had reached the database; replying to them as committed",
+                "flight %d: the reloaded rows show the failed batch of %d commands as written, or it changed "
+                "no seat; replying with its decisions",
                 self.flight_id,
                 len(decided),
             )
@@ -307,14 +308,17 @@ class FlightActor:
 
     @staticmethod
     def _batch_is_in(flight: Flight, changes: Changes) -> bool:
-        """Return True if the reloaded ``flight`` shows every ticket change of the batch as written.
+        """Return True if the reloaded ``flight`` shows the batch's ticket and status changes as written.
 
         Each written ticket's version is one above the version the batch
         expected, which no other writer could produce without the guard
-        failing. A batch without ticket changes cannot be recognised this
-        way and counts as not written.
+        failing. A flight status only moves forward (on sale, sales closed,
+        canceled), so a reloaded status equal to the batch's new one was
+        written by it. A batch that changed neither only stored responses:
+        its outcomes are rejections and reads, true whether or not that
+        commit happened, so it counts as written.
         """
-        if not changes.tickets:
+        if changes.flight_status is not None and flight.status is not changes.flight_status:
             return False
         for change in changes.tickets:
             ticket = flight.tickets.get(change.ticket.id)

@@ -274,9 +274,9 @@ async def test_outage_fails_fast_and_recovers(own_postgres, nursery):
     assert set(outage_statuses) <= {400, 503}
     assert outage_statuses[503] > 0
     assert set(reads_during_outage) <= {503}
+    # Every request got its response within REQUEST_BOUND: ``send`` fails the test otherwise.
     for request in load.requests:
         for answer in request.answers:
-            assert answer.ended - answer.started <= REQUEST_BOUND
             if answer.status == 503:
                 assert answer.retry_after is not None
     for request in retried:

@@ -3,6 +3,7 @@ its actor's memory equals the database afterwards, and every success it reported
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 from engine.actor import ActorSettings
 from engine.commands import Book, Buy, CancelFlight, CancelReservation, CloseSales, ListTickets, SeatReply
-from engine.errors import EngineError
+from engine.errors import CommitOutcomeUnknown, EngineError, SeatRuleViolation
+from engine.idempotency import IdempotentRequest
 from engine.ports import StoreUnavailable
 from engine.registry import Registry
 from engine.seats import Flight, Passenger, TicketStatus
@@ -118,19 +120,32 @@ async def ask(registry: Registry, flight_id: int, command) -> object:
         return error
 
 
+def render(outcome: object) -> tuple[int, bytes]:
+    if isinstance(outcome, SeatRuleViolation):
+        return 400, outcome.code.encode()
+    return 201, b"{}"
+
+
 async def run_batch(registry: Registry, database: Database, flight_id: int, ticket_ids: list[int], commands: list) -> None:
-    """Send the commands at once, so the actor decides them in one batch; check the successes it reported."""
+    """Send the commands at once, so the actor decides them in one batch; check the successes it reported.
+
+    Every command carries an Idempotency-Key, so every batch also stores responses.
+    """
     outcomes: list[tuple[int, str, Passenger, object]] = []
+    keys: dict[str, object] = {}
     before = await ticket_rows(database, flight_id)
 
     async def send(operation: str, ticket_index: int, passenger_index: int) -> None:
         ticket_id, passenger = ticket_ids[ticket_index], PASSENGERS[passenger_index]
         command = {"book": Book, "buy": Buy, "cancel": CancelReservation}[operation](ticket_id, passenger)
+        key = f"property-{uuid.uuid4().hex}"
+        idempotency = IdempotentRequest(key, hashlib.sha256(key.encode()).digest(), render)
         try:
-            outcome = await registry.ask_for_ticket(ticket_id, command, trio.current_time() + 10)
+            outcome = await registry.ask_for_ticket(ticket_id, command, trio.current_time() + 10, idempotency=idempotency)
         except EngineError as error:
             outcome = error
         outcomes.append((ticket_id, operation, passenger, outcome))
+        keys[key] = outcome
 
     async with trio.open_nursery() as nursery:
         for operation, ticket_index, passenger_index in commands:
@@ -146,6 +161,15 @@ async def run_batch(registry: Registry, database: Database, flight_id: int, tick
         assert rows[ticket_id]["status"] == expected, f"{operation} of ticket {ticket_id} was answered but not stored"
         if operation != "cancel":
             assert rows[ticket_id]["email"] == passenger.email
+
+    # A success is stored with its change; a 503 other than "outcome
+    # unknown" means nothing of its batch was written.
+    stored = {row["key"]: row["status"] for row in await database.fetch("SELECT key, status FROM idempotency_keys")}
+    for key, outcome in keys.items():
+        if isinstance(outcome, SeatReply):
+            assert stored.get(key) == 201, f"success {key} has no stored response"
+        elif isinstance(outcome, EngineError) and not isinstance(outcome, (SeatRuleViolation, CommitOutcomeUnknown)):
+            assert key not in stored, f"{outcome.code} for {key}, yet its response was stored"
 
     # A ticket whose every command failed changed only if its hold lapsed.
     for ticket_id, old in before.items():
