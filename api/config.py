@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     mail_locale: str = _setting("ru", "Language of passenger emails.", "ru or en", pattern="^(ru|en)$")
     mail_concurrency: int = _setting(8, "Emails sent at once by one server process.", "emails", ge=1, le=1000)
     mail_max_attempts: int = _setting(8, "Send attempts per email before it is marked failed.", "attempts", ge=1, le=100)
+    mail_claim_timeout: float = _setting(
+        60.0,
+        "How long a claimed email may take to send before another notifier may send it again.",
+        "seconds",
+        gt=0,
+        le=3600,
+    )
     log_level: str = _setting("INFO", "Lowest level of log lines written.", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_format: str = _setting("text", "Log line format; json writes one JSON object per line.", "text or json", pattern="^(text|json)$")
     lease_ttl: float = _setting(

@@ -105,6 +105,7 @@ def build_notifier(settings: Settings, database: Database) -> Notifier:
         locale=settings.mail_locale,
         concurrency=settings.mail_concurrency,
         max_attempts=settings.mail_max_attempts,
+        claim_timeout=settings.mail_claim_timeout,
     )
 PURGE_INTERVAL = 3600.0
 
