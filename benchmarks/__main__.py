@@ -7,6 +7,7 @@ run could not complete, 2 for invalid arguments or a missing tool.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -69,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="before each load, wait up to this long for the machine's CPU use to drop below "
         f"{QUIET_PERCENT:g}%% of one core (default {QUIET_WAIT:g}, 0 with --quick; 0 disables)",
     )
+    run.add_argument(
+        "--storm-passengers",
+        type=int,
+        metavar="N",
+        help="passengers of the canceled flight in cancel-storm (default 5,000; 300 with --quick)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
@@ -104,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     except WrkMissing as error:
         print(error, file=sys.stderr)
         return 2
+
+    if arguments.storm_passengers is not None:
+        if arguments.storm_passengers < 1:
+            print(f"--storm-passengers must be at least 1, got {arguments.storm_passengers}", file=sys.stderr)
+            return 2
+        storm = SCENARIOS["cancel-storm"]
+        count = arguments.storm_passengers
+        # The dict is shared with the runner and the report, so they all see the new size.
+        SCENARIOS["cancel-storm"] = dataclasses.replace(storm, seats=count, quick_seats=count)
 
     if arguments.repeat < 1:
         print(f"--repeat must be at least 1, got {arguments.repeat}", file=sys.stderr)

