@@ -80,7 +80,7 @@ def register_error_handlers(app: Quart, on_unavailable: Callable[[str], None] = 
             return error_response(404, error.code, str(error))
         if isinstance(error, ServiceUnavailable):
             on_unavailable(error.code)
-            log.warning("%s %s answered 503 %s: %s", request.method, request.path, error.code, error)
+            log.warning("%s %s responded 503 %s: %s", request.method, request.path, error.code, error)
             return error_response(503, error.code, str(error), {"Retry-After": str(error.retry_after)})
         log.error("%s %s failed: %s", request.method, request.path, error)
         return error_response(500, "internal_error", "internal error; the request was not applied")

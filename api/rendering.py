@@ -49,7 +49,7 @@ def flight_body(flight: FlightInfo) -> dict[str, Any]:
 
 
 def seat_body(reply: SeatReply) -> dict[str, Any]:
-    """The body of a buy or book response."""
+    """Return the body of a buy or book response."""
     ticket = reply.ticket
     ticket_body: dict[str, Any] = {
         "id": ticket.id,

@@ -84,7 +84,7 @@ def resolve_callback_secret(settings: Settings, *, demo: bool) -> str | None:
             "documentation; never run like this in production"
         )
         return DEMO_CALLBACK_SECRET
-    log.warning("TICKETS_CALLBACK_SECRET is not set: the airline webhook answers 503 until it is configured")
+    log.warning("TICKETS_CALLBACK_SECRET is not set: the airline webhook responds with 503 until it is configured")
     return None
 
 

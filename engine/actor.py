@@ -213,7 +213,7 @@ class FlightActor:
             started = trio.current_time()
             try:
                 # Shielded: once sent, the transaction's outcome must be known
-                # before anyone is answered. asyncpg's command timeout bounds it.
+                # before any caller gets a reply. asyncpg's command timeout bounds it.
                 with trio.CancelScope(shield=True):
                     if self.fence is None:
                         await self._store.commit(self.flight_id, changes)

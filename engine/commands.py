@@ -28,7 +28,7 @@ class CancelReservation:
 
 @dataclass(frozen=True, slots=True)
 class ListTickets:
-    """Read the tickets on sale; answered after the batch it lands in commits."""
+    """Read the tickets on sale; the reply comes after the batch it lands in commits."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Why the engine rejected or could not complete a command.
+"""Errors the engine reports when it rejects a command or cannot complete it.
 
 Each error carries a stable ``code`` that the API returns unchanged. Rule
 violations (``SeatRuleViolation``) are the client's to fix; ``ServiceUnavailable``

@@ -1,4 +1,4 @@
-"""What the engine needs from storage; ``persistence`` implements it."""
+"""The storage port of the engine; ``persistence`` implements it."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class NotificationKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PassengerIdentity:
-    """What makes two requests come from the same passenger."""
+    """A passenger's identity: email and document number, compared together."""
 
     email: str
     pass_number: str

@@ -1,9 +1,9 @@
 """Run asyncpg coroutines from trio on a dedicated uvloop thread.
 
 asyncpg works only on asyncio. Hosting an asyncio loop inside trio
-(trio-asyncio) costs about 2.5x per round trip, so the loop runs on its own
-thread and trio code crosses to it once per transaction: each transaction is
-written as one asyncio coroutine and handed over whole. A cancelled trio
+(trio-asyncio) measured about 2.5x slower per round trip, so the loop runs on
+its own thread. Trio code crosses to it once per transaction, because each
+transaction is written as one asyncio coroutine and handed over whole. A cancelled trio
 caller cancels the asyncio task and then waits until that task has really
 finished, so a connection is never left inside a transaction or outside the
 pool.
@@ -47,7 +47,7 @@ class AsyncioBridge:
     async def run(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Await ``func(*args)`` on the asyncio thread and return its result.
 
-        Trio cancellation is forwarded to the asyncio task; the call returns
+        Trio cancellation is forwarded to the asyncio task. The call returns
         only after that task is done, so its cleanup (a ROLLBACK, a release to
         the pool) has always run by then.
         """
@@ -75,8 +75,8 @@ class AsyncioBridge:
             asyncio_task.add_done_callback(on_done)
 
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
-            # Ask asyncio to cancel, then keep waiting for on_done: returning
-            # FAILED tells trio the wake-up will still come.
+            # Ask asyncio to cancel, then keep waiting for on_done. Returning
+            # FAILED means the wake-up still comes from on_done.
             self._loop.call_soon_threadsafe(self._cancel, handle)
             return trio.lowlevel.Abort.FAILED
 

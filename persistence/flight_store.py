@@ -44,9 +44,10 @@ FROM tickets t LEFT JOIN passengers p ON p.id = t.passenger_id
 WHERE t.flight_id = $1
 """
 
-# The latest names given for a passenger win. Rows are locked in a fixed
-# order (email, pass_number), so two batches sharing passengers cannot
-# deadlock. DO UPDATE (not DO NOTHING) makes RETURNING include existing rows.
+# The latest names given for a passenger win. Rows are inserted, and so
+# locked, in one order (email, pass_number), which keeps two batches sharing
+# passengers from deadlocking on them. DO UPDATE (not DO NOTHING) makes
+# RETURNING include rows that already existed.
 _UPSERT_PASSENGERS = """
 INSERT INTO passengers AS p (email, pass_number, firstname, lastname)
 SELECT DISTINCT ON (email, pass_number) email, pass_number, firstname, lastname
