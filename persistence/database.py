@@ -56,13 +56,11 @@ class Database:
         """
         owns_bridge = bridge is None
         bridge = bridge or AsyncioBridge()
-        server_settings = {"application_name": "tickets"}
-        if idle_in_transaction_timeout is not None:
-            server_settings["idle_in_transaction_session_timeout"] = str(max(1, round(idle_in_transaction_timeout * 1000)))
-
         # An application_name in the URL wins, so that pg_stat_activity can
         # distinguish several instances on one server.
         server_settings = {} if "application_name" in parse_qs(urlsplit(dsn).query) else {"application_name": "tickets"}
+        if idle_in_transaction_timeout is not None:
+            server_settings["idle_in_transaction_session_timeout"] = str(max(1, round(idle_in_transaction_timeout * 1000)))
 
         async def create() -> asyncpg.Pool:
             return await asyncpg.create_pool(
@@ -72,6 +70,7 @@ class Database:
                 command_timeout=command_timeout,
                 timeout=acquire_timeout,
                 server_settings=server_settings,
+                reset=_keep_session,
             )
 
         try:
@@ -110,6 +109,9 @@ class Database:
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return await self.connection(lambda connection: connection.fetch(query, *args))
 
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self.connection(lambda connection: connection.fetchrow(query, *args))
+
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self.connection(lambda connection: connection.fetchval(query, *args))
 
@@ -139,3 +141,14 @@ class Database:
 
     async def _terminate(self) -> None:
         self.pool.terminate()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Return a released connection to the pool as it is.
+
+    asyncpg's default reset sends one more query on every release (unlock
+    advisory locks, close cursors, UNLISTEN, RESET ALL) to undo session
+    state. Pooled sessions here never keep any: advisory locks are
+    transaction-scoped, LISTEN has its own connection, nothing runs SET. The
+    pool still rolls back a transaction left open before calling this.
+    """
