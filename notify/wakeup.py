@@ -19,7 +19,7 @@ import trio
 
 from persistence.database import Database
 from persistence.errors import DatabaseError, map_database_errors
-from persistence.flight_store import OUTBOX_CHANNEL
+from persistence.batch_writes import OUTBOX_CHANNEL
 
 from .backoff import retry_delay
 

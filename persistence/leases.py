@@ -3,7 +3,7 @@
 Implements ``engine.ownership.LeaseStore``. Expiry is computed with the
 database clock (``now()``), so processes on machines whose clocks differ
 still agree on when a lease lapses. The batch-time fencing check is in
-``flight_store``, in the same statement as the ticket update.
+``batch_writes``, in the same statement as the ticket update.
 """
 
 from __future__ import annotations
@@ -36,19 +36,38 @@ SELECT owner, address, greatest(extract(epoch FROM expires_at - now()), 0)::floa
 FROM flight_leases WHERE flight_id = $1
 """
 
+# Statements that change several leases lock their rows in flight id order
+# first, as the batch writes do, so that two of them never wait on each
+# other in a cycle.
 _RENEW = """
+WITH locked AS (
+    SELECT l.flight_id
+    FROM flight_leases AS l
+    JOIN unnest($2::bigint[], $3::bigint[]) AS h (flight_id, epoch) ON l.flight_id = h.flight_id AND l.epoch = h.epoch
+    WHERE l.owner = $1
+    ORDER BY l.flight_id
+    FOR UPDATE OF l
+)
 UPDATE flight_leases AS l
 SET expires_at = now() + make_interval(secs => $4)
-FROM unnest($2::bigint[], $3::bigint[]) AS h (flight_id, epoch)
-WHERE l.flight_id = h.flight_id AND l.epoch = h.epoch AND l.owner = $1
+FROM locked
+WHERE l.flight_id = locked.flight_id
 RETURNING l.flight_id
 """
 
 _RELEASE = """
+WITH locked AS (
+    SELECT l.flight_id
+    FROM flight_leases AS l
+    JOIN unnest($2::bigint[], $3::bigint[]) AS h (flight_id, epoch) ON l.flight_id = h.flight_id AND l.epoch = h.epoch
+    WHERE l.owner = $1
+    ORDER BY l.flight_id
+    FOR UPDATE OF l
+)
 UPDATE flight_leases AS l
 SET expires_at = now()
-FROM unnest($2::bigint[], $3::bigint[]) AS h (flight_id, epoch)
-WHERE l.flight_id = h.flight_id AND l.epoch = h.epoch AND l.owner = $1
+FROM locked
+WHERE l.flight_id = locked.flight_id
 """
 
 
