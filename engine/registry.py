@@ -167,6 +167,7 @@ class Registry:
                 return await self._await_reply(envelope, deadline)
             if not forward or self._forwarder is None:
                 raise NotOwner(target)
+            self._remember_remote_flight(flight_id)
 
             try:
                 # TODO: a forwarded command does not carry its Idempotency-Key, so
@@ -210,14 +211,15 @@ class Registry:
         if flight_id is None:
             raise TicketNotFound(f"ticket {ticket_id} does not exist")
         self._remember_tickets([ticket_id], flight_id)
-        if self._ownership is not None and flight_id not in self._actors and flight_id not in self._listing:
-            # The flight may be owned elsewhere, so no actor load here fills
-            # the cache with its tickets: look them all up at once instead
-            # of one query per ticket.
-            self._listing.add(flight_id)
-            if self._nursery is not None:
-                self._nursery.start_soon(self._remember_flight_tickets, flight_id)
         return flight_id
+
+    def _remember_remote_flight(self, flight_id: int) -> None:
+        # Another process owns the flight, so no actor load here fills the
+        # cache with its tickets: look them all up at once instead of one
+        # query per ticket.
+        if flight_id not in self._listing and self._nursery is not None:
+            self._listing.add(flight_id)
+            self._nursery.start_soon(self._remember_flight_tickets, flight_id)
 
     async def _remember_flight_tickets(self, flight_id: int) -> None:
         try:
