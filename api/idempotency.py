@@ -23,14 +23,15 @@ from collections.abc import Awaitable, Callable
 import trio
 from quart import Response, request
 
-from engine.errors import DeadlineExceeded, SeatRuleViolation, ServiceUnavailable
+from engine.errors import DeadlineExceeded, ServiceUnavailable
 from engine.idempotency import IdempotentRequest
 from persistence.database import Database
 from persistence.errors import DatabaseError
 from persistence.idempotency_store import find_response
 
 from .errors import ApiError
-from .rendering import bytes_response, error_body
+from .outcomes import Render
+from .rendering import bytes_response
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ MAX_KEY_LENGTH = 255
 
 # Visible ASCII, no spaces: UUIDs, ULIDs and random tokens all fit.
 _KEY = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY_LENGTH)
-
-Render = Callable[[object], tuple[int, bytes]]
 
 
 def request_key() -> str | None:
@@ -131,8 +130,3 @@ class IdempotencyKeys:
                 raise ServiceUnavailable("the idempotency key could not be checked; retry later") from error
         assert scope.cancelled_caught
         raise DeadlineExceeded("the idempotency key could not be checked in time; retry later")
-
-
-def render_rejection(violation: SeatRuleViolation) -> tuple[int, bytes]:
-    """Render a seat-rule rejection exactly as the error handler does."""
-    return 400, error_body(str(violation), violation.code)
