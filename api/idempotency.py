@@ -38,9 +38,16 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
+# Length of ``request_hash``'s SHA-256 digest, which the stored hash's column requires.
+REQUEST_HASH_BYTES = 32
 
 # Visible ASCII, no spaces: UUIDs, ULIDs and random tokens all fit.
 _KEY = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+
+
+def is_valid_key(key: str) -> bool:
+    """Return whether ``key`` is 1 to MAX_KEY_LENGTH visible ASCII characters, as the header must be."""
+    return _KEY.fullmatch(key) is not None
 
 
 def request_key() -> str | None:
@@ -51,7 +58,7 @@ def request_key() -> str | None:
     if len(values) > 1:
         raise ApiError(400, "invalid_request", f"send one {IDEMPOTENCY_HEADER} header, got {len(values)}")
     key = values[0]
-    if _KEY.fullmatch(key) is None:
+    if not is_valid_key(key):
         raise ApiError(
             400,
             "invalid_request",
