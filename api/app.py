@@ -10,20 +10,20 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from engine.commands import Book, Buy, CancelReservation, ListTickets, SeatReply, TicketsReply
-from engine.errors import SeatRuleViolation
+from engine.commands import Book, Buy, CancelReservation, ListTickets, TicketsReply
 from engine.idempotency import IdempotentRequest
 from persistence.flight_queries import flights_on_sale, search_flights
 
 from .errors import ApiError, register_error_handlers
 from .health import register_health
-from .idempotency import IdempotencyKeys, Render, render_rejection
+from .idempotency import IdempotencyKeys
 from .json_body import read_json_body, validate_json
 from .limits import ConcurrencyLimit, ShieldedLastSend
 from .metrics import register_metrics
 from .models import MAX_ID, SeatRequest
 from .openapi import register_openapi
-from .rendering import bytes_response, format_time, json_bytes, json_response, seat_body
+from .outcomes import RENDERS
+from .rendering import bytes_response, format_time, json_response
 from .request_log import instrument_requests
 from .runtime import Runtime
 from .search import FlightQuery, TicketQuery, flight_cursor, flight_position, next_link, parse_query, ticket_cursor, ticket_position
@@ -124,7 +124,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
             response.headers["Link"] = link
         return response
 
-    async def seat_command(command_type: Any, render: Render) -> Response:
+    async def seat_command(command_type: Any) -> Response:
+        render = RENDERS[command_type]
         body = await read_json_body()
         deadline = trio.current_time() + deadline_seconds
 
@@ -139,17 +140,17 @@ def create_app(runtime: Runtime) -> QuartTrio:
     @app.post("/api/v1/tickets/buy")
     async def buy() -> Response:
         """Buy a ticket that is available or booked by the same passenger."""
-        return await seat_command(Buy, render_seat_created)
+        return await seat_command(Buy)
 
     @app.post("/api/v1/tickets/book")
     async def book() -> Response:
         """Book (hold) an available ticket until booked_until."""
-        return await seat_command(Book, render_seat_created)
+        return await seat_command(Book)
 
     @app.post("/api/v1/tickets/cancel-reservation")
     async def cancel_reservation() -> Response:
         """Release a reservation held by the same passenger."""
-        return await seat_command(CancelReservation, render_reservation_canceled)
+        return await seat_command(CancelReservation)
 
     register_webhook(app, runtime, idempotency)
     register_health(app, runtime)
@@ -158,23 +159,6 @@ def create_app(runtime: Runtime) -> QuartTrio:
     limited = ConcurrencyLimit(ShieldedLastSend(app.asgi_app), runtime.settings.max_concurrent_requests)
     app.asgi_app = limited  # type: ignore[method-assign]
     return app
-
-
-def render_seat_created(outcome: object) -> tuple[int, bytes]:
-    """Render the outcome of buy or book: 201 with the seat, or the rule's 400."""
-    if isinstance(outcome, SeatRuleViolation):
-        return render_rejection(outcome)
-    assert isinstance(outcome, SeatReply)
-    return 201, json_bytes(seat_body(outcome))
-
-
-def render_reservation_canceled(outcome: object) -> tuple[int, bytes]:
-    """Render the outcome of cancel-reservation: 200 with the ticket, or the rule's 400."""
-    if isinstance(outcome, SeatRuleViolation):
-        return render_rejection(outcome)
-    assert isinstance(outcome, SeatReply)
-    ticket = outcome.ticket
-    return 200, json_bytes({"ticket": {"id": ticket.id, "seat": ticket.seat, "status": ticket.status.value}})
 
 
 def parse_id(text: str, what: str) -> int:

@@ -9,6 +9,13 @@ back in any order, matched by id. The owner runs the command on its actor
 and returns the engine's reply or error, which the forwarding process
 renders exactly as the owner would have.
 
+A command sent with an Idempotency-Key carries the key and the request's
+SHA-256 hash (hex), but no render function: the owner takes the one for the
+command's type from ``api.outcomes.RENDERS``, which the forwarding process
+renders its reply with too, so the response the owner stores for replays is
+byte-identical to the one the client got. An owner of an earlier version
+ignores the key, so it stores nothing and a retry runs the command again.
+
 The internal port runs any command it receives, the webhook's events
 included, without checking a secret: it must be reachable only from the
 service's own processes (loopback, or a private network).
@@ -41,9 +48,13 @@ from engine.commands import (
     TicketsReply,
 )
 from engine.errors import EngineError, FlightNotFound, ForwardFailed, SeatRuleViolation, ServiceUnavailable
+from engine.idempotency import IdempotentRequest
 from engine.ownership import Holder, NotOwner, PeerUnreachable
 from engine.registry import Registry
 from engine.seats import FlightInfo, Passenger, TicketStatus, TicketView
+
+from .idempotency import MAX_KEY_LENGTH, REQUEST_HASH_BYTES, is_valid_key
+from .outcomes import RENDERS
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +206,64 @@ def decode_error(data: dict[str, Any]) -> EngineError:
     return error
 
 
-def encode_request(flight_id: int, command: Command, timeout: float) -> bytes:
-    return pydantic_core.to_json({"flight": flight_id, "timeout": timeout, "command": encode_command(command)})
+@dataclass(frozen=True, slots=True)
+class ForwardedRequest:
+    """A command another process forwarded, with the seconds left until its deadline."""
+
+    flight_id: int
+    timeout: float
+    command: Command
+    idempotency: IdempotentRequest | None = None
+
+
+def encode_request(
+    flight_id: int, command: Command, timeout: float, idempotency: IdempotentRequest | None = None
+) -> bytes:
+    message: dict[str, Any] = {"flight": flight_id, "timeout": timeout, "command": encode_command(command)}
+    if idempotency is not None:
+        message["idempotency"] = {"key": idempotency.key, "request_hash": idempotency.request_hash.hex()}
+    return pydantic_core.to_json(message)
+
+
+def decode_request(payload: bytes) -> ForwardedRequest:
+    """Rebuild a request from ``encode_request``'s output; raise ProtocolError if it is not one."""
+    try:
+        message = pydantic_core.from_json(payload)
+        flight_id = int(message["flight"])
+        timeout = float(message["timeout"])
+        command_data = message["command"]
+    except KeyError as error:
+        raise ProtocolError(f"missing field {error}") from error
+    except (ValueError, TypeError) as error:
+        raise ProtocolError(str(error)) from error
+    command = decode_command(command_data)
+    return ForwardedRequest(flight_id, timeout, command, _decode_idempotency(message.get("idempotency"), command))
+
+
+def _decode_idempotency(data: Any, command: Command) -> IdempotentRequest | None:
+    # The key and hash must meet the rules of the HTTP header and of the
+    # table's CHECK constraints, because a row the database rejects fails
+    # the flight's whole batch, other callers' commands included.
+    if data is None:
+        return None
+    render = RENDERS.get(type(command))
+    if render is None:
+        raise ProtocolError(f"command {type(command).__name__} does not take an Idempotency-Key")
+    if not isinstance(data, dict):
+        raise ProtocolError(f"idempotency must be an object with key and request_hash, got {type(data).__name__}")
+    key = data.get("key")
+    if not isinstance(key, str) or not is_valid_key(key):
+        raise ProtocolError(f"idempotency key must be a string of 1 to {MAX_KEY_LENGTH} visible ASCII characters")
+    try:
+        request_hash = bytes.fromhex(data["request_hash"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProtocolError(f"idempotency request_hash must be a hex string: {error}") from error
+    if len(request_hash) != REQUEST_HASH_BYTES:
+        raise ProtocolError(
+            f"idempotency request_hash must be {REQUEST_HASH_BYTES} bytes ({REQUEST_HASH_BYTES * 2} hex digits), "
+            f"got {len(request_hash)} bytes"
+        )
+    return IdempotentRequest(key, request_hash, render)
 
 
 def decode_response(payload: bytes) -> Reply:
@@ -304,22 +371,20 @@ class ForwardingServer:
 
     async def _answer(self, request_id: int, payload: bytes, replies: trio.MemorySendChannel[bytes]) -> None:
         try:
-            message = pydantic_core.from_json(payload)
-            flight_id = int(message["flight"])
-            timeout = float(message["timeout"])
-            command = decode_command(message["command"])
-        except (ValueError, KeyError, TypeError, ProtocolError) as error:
+            forwarded = decode_request(payload)
+        except ProtocolError as error:
             log.warning("forwarded request %d is invalid: %s", request_id, error)
             response: dict[str, Any] = {
                 "error": {"code": "invalid_forward", "kind": "other", "message": f"invalid forwarded request: {error}"}
             }
         else:
-            response = await self._run(flight_id, command, trio.current_time() + timeout)
+            response = await self._run(forwarded, trio.current_time() + forwarded.timeout)
         replies.send_nowait(frame(request_id, pydantic_core.to_json(response)))
 
-    async def _run(self, flight_id: int, command: Command, deadline: float) -> dict[str, Any]:
+    async def _run(self, forwarded: ForwardedRequest, deadline: float) -> dict[str, Any]:
+        flight_id, command = forwarded.flight_id, forwarded.command
         try:
-            reply = await self._registry.ask_owned(flight_id, command, deadline)
+            reply = await self._registry.ask_owned(flight_id, command, deadline, idempotency=forwarded.idempotency)
         except NotOwner as not_owner:
             holder = not_owner.holder
             return {"not_owner": None if holder is None else [holder.owner, holder.address, holder.expires_in]}
@@ -518,14 +583,22 @@ class ConnectionForwarder:
         self._connect_timeout = connect_timeout
         self._peers: dict[str, _PeerConnection] = {}
 
-    async def forward(self, holder: Holder, flight_id: int, command: Command, deadline: float) -> Reply:
+    async def forward(
+        self,
+        holder: Holder,
+        flight_id: int,
+        command: Command,
+        deadline: float,
+        *,
+        idempotency: IdempotentRequest | None = None,
+    ) -> Reply:
         peer = self._peers.get(holder.address)
         if peer is None:
             peer = self._peers[holder.address] = _PeerConnection(
                 holder.address, self._nursery, connect_timeout=self._connect_timeout, stall_timeout=self._stall_timeout
             )
         timeout = max(0.0, deadline - trio.current_time())
-        payload = await peer.call(encode_request(flight_id, command, timeout), deadline + self._reply_grace)
+        payload = await peer.call(encode_request(flight_id, command, timeout, idempotency), deadline + self._reply_grace)
         try:
             return decode_response(payload)
         except ProtocolError as error:

@@ -23,25 +23,31 @@ from collections.abc import Awaitable, Callable
 import trio
 from quart import Response, request
 
-from engine.errors import DeadlineExceeded, SeatRuleViolation, ServiceUnavailable
+from engine.errors import DeadlineExceeded, ServiceUnavailable
 from engine.idempotency import IdempotentRequest
 from persistence.database import Database
 from persistence.errors import DatabaseError
 from persistence.idempotency_store import find_response
 
 from .errors import ApiError
-from .rendering import bytes_response, error_body
+from .outcomes import Render
+from .rendering import bytes_response
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
+# Length of ``request_hash``'s SHA-256 digest, which the stored hash's column requires.
+REQUEST_HASH_BYTES = 32
 
 # Visible ASCII, no spaces: UUIDs, ULIDs and random tokens all fit.
 _KEY = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_KEY_LENGTH)
 
-Render = Callable[[object], tuple[int, bytes]]
+
+def is_valid_key(key: str) -> bool:
+    """Return whether ``key`` is 1 to MAX_KEY_LENGTH visible ASCII characters, as the header must be."""
+    return _KEY.fullmatch(key) is not None
 
 
 def request_key() -> str | None:
@@ -52,7 +58,7 @@ def request_key() -> str | None:
     if len(values) > 1:
         raise ApiError(400, "invalid_request", f"send one {IDEMPOTENCY_HEADER} header, got {len(values)}")
     key = values[0]
-    if _KEY.fullmatch(key) is None:
+    if not is_valid_key(key):
         raise ApiError(
             400,
             "invalid_request",
@@ -131,8 +137,3 @@ class IdempotencyKeys:
                 raise ServiceUnavailable("the idempotency key could not be checked; retry later") from error
         assert scope.cancelled_caught
         raise DeadlineExceeded("the idempotency key could not be checked in time; retry later")
-
-
-def render_rejection(violation: SeatRuleViolation) -> tuple[int, bytes]:
-    """Render a seat-rule rejection exactly as the error handler does."""
-    return 400, error_body(str(violation), violation.code)

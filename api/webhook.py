@@ -19,7 +19,8 @@ from .errors import ApiError
 from .idempotency import IdempotencyKeys
 from .json_body import read_json_body, validate_json
 from .models import Id
-from .rendering import bytes_response, json_bytes
+from .outcomes import render_event_applied
+from .rendering import bytes_response
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,6 @@ class EventRequest(BaseModel):
     model_config = ConfigDict(strict=True)
 
     data: EventData
-
-
-def render_event_applied(outcome: object) -> tuple[int, bytes]:
-    """Render the outcome of an airline event: 200 whether applied now or before."""
-    assert isinstance(outcome, EventReply)
-    return 200, json_bytes({"status": "ok"})
 
 
 def register_webhook(app: QuartTrio, runtime: Runtime, idempotency: IdempotencyKeys) -> None:

@@ -24,6 +24,7 @@ import trio
 
 from .commands import Command, Reply
 from .errors import DeadlineExceeded, FlightNotFound, OwnerUnavailable, ServiceUnavailable
+from .idempotency import IdempotentRequest
 from .ports import Fence, StoreError
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,20 @@ class PeerUnreachable(Exception):
 class Forwarder(Protocol):
     """Sends a command to the process that owns the flight and returns that process's reply."""
 
-    async def forward(self, holder: Holder, flight_id: int, command: Command, deadline: float) -> Reply:
+    async def forward(
+        self,
+        holder: Holder,
+        flight_id: int,
+        command: Command,
+        deadline: float,
+        *,
+        idempotency: IdempotentRequest | None = None,
+    ) -> Reply:
         """Run ``command`` on ``holder``'s process before ``deadline`` (trio time).
+
+        With ``idempotency``, its key and request hash go along, and the
+        owner's actor stores the rendered outcome under the key in the
+        transaction of the change, as it does for a local command.
 
         Raise the engine error the owner raised, ``NotOwner`` if the peer
         does not own the flight, ``PeerUnreachable`` if the command was not

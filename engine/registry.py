@@ -127,11 +127,13 @@ class Registry:
             return await self._await_reply(envelope, deadline)
         return await self._route(flight_id, command, deadline, forward=True, idempotency=idempotency)
 
-    async def ask_owned(self, flight_id: int, command: Command, deadline: float) -> Reply:
+    async def ask_owned(
+        self, flight_id: int, command: Command, deadline: float, *, idempotency: IdempotentRequest | None = None
+    ) -> Reply:
         """Like ``ask``, for a command another process forwarded: raise NotOwner instead of forwarding it on."""
         if self._ownership is None or (flight_id in self._actors and self._ownership.valid()):
-            return await self.ask(flight_id, command, deadline)
-        return await self._route(flight_id, command, deadline, forward=False)
+            return await self.ask(flight_id, command, deadline, idempotency=idempotency)
+        return await self._route(flight_id, command, deadline, forward=False, idempotency=idempotency)
 
     def revoke(self, flight_id: int, fence: Fence) -> None:
         """Stop the flight's actor because its lease ``fence`` is lost; its pending commands fail."""
@@ -170,9 +172,7 @@ class Registry:
             self._remember_remote_flight(flight_id)
 
             try:
-                # TODO: a forwarded command does not carry its Idempotency-Key, so
-                # the owner stores no response for it and a retry is not replayed.
-                return await self._forwarder.forward(target, flight_id, command, deadline)
+                return await self._forwarder.forward(target, flight_id, command, deadline, idempotency=idempotency)
             except NotOwner as redirect:
                 log.info("flight %d: node %s is not its owner (it names %s); looking again",
                          flight_id, target.owner, redirect.holder.owner if redirect.holder else "none")

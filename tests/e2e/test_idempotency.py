@@ -174,3 +174,84 @@ async def test_idempotent_webhook_replayed(live_server):
     assert second.status_code == 200
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.json() == {"status": "ok"}
+
+
+# Two servers on one database. The server that gets a flight's first request
+# owns the flight, and the other forwards the flight's commands to it.
+
+
+async def start_owner_and_forwarder(live_server_factory, flight_id: int):
+    """Start two servers and make the first the flight's owner; return (owner, forwarder)."""
+    # Idle actors outlive the test, so the owner keeps the flight's lease throughout.
+    owner = await live_server_factory(actor_idle_timeout=120)
+    forwarder = await live_server_factory(actor_idle_timeout=120)
+    opening = await owner.client.get(f"/api/v1/tickets/flight-{flight_id}")
+    assert opening.status_code == 200
+    assert flight_id in owner.runtime.ownership.held
+    return owner, forwarder
+
+
+def assert_replay_of(replay: httpx.Response, first: httpx.Response) -> None:
+    assert replay.status_code == first.status_code
+    assert replay.content == first.content
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+
+
+async def test_forwarded_buy_replayed_on_both_servers(live_server_factory, database):
+    flight_id = await seed_one_flight(database)
+    owner, forwarder = await start_owner_and_forwarder(live_server_factory, flight_id)
+
+    first = await forwarder.client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("buy-forwarded"))
+    again = await forwarder.client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("buy-forwarded"))
+    on_owner = await owner.client.post("/api/v1/tickets/buy", json=seat(1, 1), headers=keyed("buy-forwarded"))
+
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+    assert_replay_of(again, first)
+    assert_replay_of(on_owner, first)
+    assert flight_id in owner.runtime.ownership.held
+    assert flight_id not in forwarder.runtime.ownership.held
+    assert await database.fetchval("SELECT count(*) FROM tickets WHERE status = 'sold'") == 1
+    assert await database.fetchval("SELECT version FROM tickets WHERE id = 1") == 1
+    stored = await database.fetch("SELECT status, body FROM idempotency_keys WHERE key = 'buy-forwarded'")
+    assert [(row["status"], bytes(row["body"])) for row in stored] == [(201, first.content)]
+
+    for server in (forwarder, owner):
+        reused = await server.client.post("/api/v1/tickets/buy", json=seat(2, 1), headers=keyed("buy-forwarded"))
+        assert reused.status_code == 422
+        assert reused.json()["code"] == "idempotency_key_reused"
+    assert await database.fetchval("SELECT status FROM tickets WHERE id = 2") == "available"
+
+
+async def test_forwarded_cancel_and_rejection_replayed(live_server_factory, database):
+    flight_id = await seed_one_flight(database)
+    owner, forwarder = await start_owner_and_forwarder(live_server_factory, flight_id)
+    booked = await owner.client.post("/api/v1/tickets/book", json=seat(1, 1))
+    assert booked.status_code == 201
+
+    canceled = await forwarder.client.post("/api/v1/tickets/cancel-reservation", json=seat(1, 1), headers=keyed("cancel"))
+    rejected = await forwarder.client.post("/api/v1/tickets/cancel-reservation", json=seat(2, 1), headers=keyed("reject"))
+
+    assert canceled.status_code == 200
+    assert rejected.status_code == 400
+    assert rejected.json()["code"] == "ticket_not_booked"
+    for server in (forwarder, owner):
+        assert_replay_of(await server.client.post("/api/v1/tickets/cancel-reservation", json=seat(1, 1), headers=keyed("cancel")), canceled)
+        assert_replay_of(await server.client.post("/api/v1/tickets/cancel-reservation", json=seat(2, 1), headers=keyed("reject")), rejected)
+    assert await database.fetchval("SELECT version FROM tickets WHERE id = 1") == 2
+
+
+async def test_forwarded_webhook_replayed(live_server_factory, database):
+    flight_id = await seed_one_flight(database)
+    owner, forwarder = await start_owner_and_forwarder(live_server_factory, flight_id)
+    body = {"data": {"flight_id": flight_id, "triggered_at": 1585012345, "event": "flight_ticket_sales_completed", "secret_key": CALLBACK_SECRET}}
+
+    first = await forwarder.client.post("/api/v1/callback/events", json=body, headers=keyed("event-forwarded"))
+    again = await forwarder.client.post("/api/v1/callback/events", json=body, headers=keyed("event-forwarded"))
+    on_owner = await owner.client.post("/api/v1/callback/events", json=body, headers=keyed("event-forwarded"))
+
+    assert first.status_code == 200
+    assert_replay_of(again, first)
+    assert_replay_of(on_owner, first)
+    assert await database.fetchval("SELECT count(*) FROM flight_events WHERE flight_id = $1", flight_id) == 1
+    assert await database.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'event-forwarded'") == 1

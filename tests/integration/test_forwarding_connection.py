@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 import pytest
 import trio
 
-from api.forwarding import ConnectionForwarder, ForwardingServer, FrameReader
-from engine.commands import Buy, SeatReply
+from api.forwarding import ConnectionForwarder, ForwardingServer, FrameReader, frame
+from api.outcomes import render_reservation_canceled
+from engine.commands import Buy, CancelReservation, SeatReply
 from engine.errors import ForwardFailed
+from engine.idempotency import IdempotentRequest
 from engine.ownership import Holder, PeerUnreachable
 from engine.seats import FlightInfo, Passenger, TicketStatus, TicketView
 
@@ -23,7 +25,11 @@ REPLY = SeatReply(FlightInfo(1, "SU", "Moscow", "Berlin", NOW), TicketView(5, 5,
 
 
 class ReplyingRegistry:
-    async def ask_owned(self, flight_id, command, deadline):
+    def __init__(self) -> None:
+        self.idempotency: list[IdempotentRequest | None] = []
+
+    async def ask_owned(self, flight_id, command, deadline, *, idempotency=None):
+        self.idempotency.append(idempotency)
         await trio.sleep(0.001)
         return REPLY
 
@@ -107,3 +113,42 @@ async def test_silent_owner_fails_call_after_stall_timeout(nursery):
         await forwarder.forward(holder, 1, Buy(5, PASSENGER), start + 5)
 
     assert trio.current_time() - start < 2.0
+
+
+async def test_keyed_call_rebuilds_idempotency(nursery):
+    registry = ReplyingRegistry()
+    holder = await listen(nursery, ForwardingServer(registry).handle_connection)
+    forwarder = ConnectionForwarder(nursery, reply_grace=1.0, stall_timeout=5.0)
+    sent = IdempotentRequest("cancel-1", bytes(range(32)), lambda outcome: (500, b""))
+
+    await forwarder.forward(holder, 1, CancelReservation(5, PASSENGER), trio.current_time() + 5, idempotency=sent)
+    await forwarder.forward(holder, 1, Buy(5, PASSENGER), trio.current_time() + 5)
+
+    keyed, unkeyed = registry.idempotency
+    assert keyed is not None
+    assert keyed.key == "cancel-1"
+    assert keyed.request_hash == bytes(range(32))
+    assert keyed.render is render_reservation_canceled
+    assert unkeyed is None
+
+
+async def test_invalid_idempotency_answered_invalid_forward(nursery):
+    registry = ReplyingRegistry()
+    holder = await listen(nursery, ForwardingServer(registry).handle_connection)
+    host, port = holder.address.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    bad = (
+        b'{"flight": 1, "timeout": 5, "command": ["buy", 5, ["ivan@mail.com", "4322-000001", "Ivan", "Ivanov"]],'
+        b' "idempotency": {"key": "k", "request_hash": "not hex"}}'
+    )
+    good = bad.replace(b'"not hex"', b'"' + b"ab" * 32 + b'"')
+
+    await stream.send_all(frame(1, bad) + frame(2, good))
+    reader = FrameReader(stream)
+    replies = dict([await reader.receive(), await reader.receive()])
+    await stream.aclose()
+
+    assert b'"invalid_forward"' in replies[1]
+    assert b"request_hash must be a hex string" in replies[1]
+    assert replies[2].startswith(b'{"reply":')
+    assert len(registry.idempotency) == 1

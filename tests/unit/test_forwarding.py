@@ -17,12 +17,16 @@ from api.forwarding import (
     decode_command,
     decode_error,
     decode_reply,
+    decode_request,
     decode_response,
     encode_command,
     encode_error,
     encode_reply,
+    encode_request,
     frame,
 )
+from api.idempotency import request_hash
+from api.outcomes import render_event_applied, render_reservation_canceled, render_seat_created
 from engine.commands import (
     Book,
     Buy,
@@ -42,6 +46,7 @@ from engine.errors import (
     ServiceUnavailable,
     TicketUnavailable,
 )
+from engine.idempotency import IdempotentRequest
 from engine.ownership import Holder, NotOwner
 from engine.seats import FlightInfo, Passenger, TicketStatus, TicketView
 
@@ -68,6 +73,112 @@ def round_trip(value):
 )
 def test_command_round_trip(command):
     assert decode_command(round_trip(encode_command(command))) == command
+
+
+def test_request_round_trip_without_key():
+    forwarded = decode_request(encode_request(7, Buy(5, PASSENGER), 2.5))
+
+    assert forwarded.flight_id == 7
+    assert forwarded.timeout == 2.5
+    assert forwarded.command == Buy(5, PASSENGER)
+    assert forwarded.idempotency is None
+
+
+@pytest.mark.parametrize(
+    ("command", "render"),
+    [
+        (Buy(5, PASSENGER), render_seat_created),
+        (Book(5, PASSENGER), render_seat_created),
+        (CancelReservation(5, PASSENGER), render_reservation_canceled),
+        (CloseSales(MOMENT), render_event_applied),
+        (CancelFlight(MOMENT), render_event_applied),
+    ],
+)
+def test_request_round_trip_with_key(command, render):
+    fingerprint = request_hash("POST", "/api/v1/tickets/buy", b'{"ticketId": 5}')
+    # The owner picks the render by command type and never receives the sender's.
+    sent = IdempotentRequest("key-0b6f2a4e", fingerprint, lambda outcome: (500, b""))
+
+    forwarded = decode_request(encode_request(7, command, 2.5, sent))
+
+    assert forwarded.command == command
+    assert forwarded.idempotency is not None
+    assert forwarded.idempotency.key == "key-0b6f2a4e"
+    assert forwarded.idempotency.request_hash == fingerprint
+    assert forwarded.idempotency.render is render
+
+
+def test_request_carries_hash_as_hex():
+    fingerprint = bytes(range(32))
+    sent = IdempotentRequest("k", fingerprint, render_seat_created)
+
+    payload = pydantic_core.from_json(encode_request(7, Buy(5, PASSENGER), 2.5, sent))
+
+    assert payload["idempotency"] == {"key": "k", "request_hash": fingerprint.hex()}
+
+
+VALID_HASH = "ab" * 32
+BUY = encode_command(Buy(5, PASSENGER))
+
+
+@pytest.mark.parametrize(
+    ("idempotency", "command", "message"),
+    [
+        ("k", BUY, "must be an object"),
+        ({"request_hash": VALID_HASH}, BUY, "key must be"),
+        ({"key": "", "request_hash": VALID_HASH}, BUY, "key must be"),
+        ({"key": "with space", "request_hash": VALID_HASH}, BUY, "key must be"),
+        ({"key": "k" * 256, "request_hash": VALID_HASH}, BUY, "key must be"),
+        ({"key": 17, "request_hash": VALID_HASH}, BUY, "key must be"),
+        ({"key": "k"}, BUY, "request_hash must be a hex string"),
+        ({"key": "k", "request_hash": "zz" * 32}, BUY, "request_hash must be a hex string"),
+        ({"key": "k", "request_hash": 12}, BUY, "request_hash must be a hex string"),
+        ({"key": "k", "request_hash": "ab" * 31}, BUY, "must be 32 bytes"),
+        ({"key": "k", "request_hash": VALID_HASH}, ["list_tickets"], "does not take an Idempotency-Key"),
+    ],
+)
+def test_request_invalid_idempotency_rejected(idempotency, command, message):
+    payload = pydantic_core.to_json({"flight": 7, "timeout": 2.5, "command": command, "idempotency": idempotency})
+
+    with pytest.raises(ProtocolError, match=message):
+        decode_request(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[]",
+        b'"text"',
+        b'{"timeout": 1, "command": ["list_tickets"]}',
+        b'{"flight": "x", "timeout": 1, "command": ["list_tickets"]}',
+        b'{"flight": 7, "timeout": 1, "command": ["fly"]}',
+    ],
+)
+def test_request_invalid_rejected(payload):
+    with pytest.raises(ProtocolError):
+        decode_request(payload)
+
+
+@pytest.mark.parametrize(
+    ("render", "reply"),
+    [
+        (render_seat_created, SeatReply(FLIGHT, TicketView(5, 5, TicketStatus.BOOKED, MOMENT, None), PASSENGER)),
+        (render_seat_created, SeatReply(FLIGHT, TicketView(5, 5, TicketStatus.SOLD, None, MOMENT), PASSENGER)),
+        (render_reservation_canceled, SeatReply(FLIGHT, TicketView(5, 5, TicketStatus.AVAILABLE, None, None), PASSENGER)),
+        (render_event_applied, EventReply(True)),
+        (render_seat_created, TicketUnavailable("ticket 5 is sold, not available")),
+    ],
+)
+def test_owner_render_matches_forwarded_render(render, reply):
+    # The owner stores render(reply). The forwarding process renders what
+    # came back over the wire, and the client must get the same bytes.
+    if isinstance(reply, SeatRuleViolation):
+        received = decode_error(round_trip(encode_error(reply)))
+    else:
+        received = decode_reply(round_trip(encode_reply(reply)))
+
+    assert render(received) == render(reply)
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,11 @@ import trio
 from engine.actor import ActorSettings
 from engine.commands import Buy, ListTickets, SeatReply, TicketsReply
 from engine.errors import OwnershipLost, OwnerUnavailable
+from engine.idempotency import IdempotentRequest, StoredResponse
 from engine.ownership import Holder, NotOwner, Ownership, PeerUnreachable
 from engine.ports import Fence, LeaseLost
 from engine.registry import Registry
-from engine.seats import Changes, Flight, FlightInfo, FlightStatus, Passenger, Ticket
+from engine.seats import Changes, Flight, FlightInfo, FlightStatus, Passenger, Ticket, TicketStatus, TicketView
 
 FLIGHT_ID = 1
 PASSENGER = Passenger("ivan@mail.com", "4322-000001", "Ivan", "Ivanov")
@@ -23,6 +24,7 @@ OTHER = Holder("node-b", "10.0.0.2:9000", 3.0)
 class FakeFlightStore:
     def __init__(self) -> None:
         self.commits: list[Fence | None] = []
+        self.responses: list[StoredResponse] = []
         self.reject_with: Exception | None = None
 
     async def load_flight(self, flight_id: int) -> Flight | None:
@@ -34,6 +36,7 @@ class FakeFlightStore:
         if self.reject_with is not None:
             raise self.reject_with
         self.commits.append(fence)
+        self.responses.extend(changes.responses)
 
     async def flight_of_ticket(self, ticket_id: int) -> int | None:
         return FLIGHT_ID
@@ -73,10 +76,12 @@ class FakeForwarder:
     def __init__(self, *outcomes: object) -> None:
         self.outcomes = list(outcomes)
         self.calls: list[tuple[Holder, int]] = []
+        self.idempotency: list[IdempotentRequest | None] = []
 
-    async def forward(self, holder, flight_id, command, deadline):
+    async def forward(self, holder, flight_id, command, deadline, *, idempotency=None):
         await trio.lowlevel.checkpoint()
         self.calls.append((holder, flight_id))
+        self.idempotency.append(idempotency)
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
@@ -137,6 +142,34 @@ async def test_command_forwarded_to_holder(make_registry):
     assert forwarder.calls == [(OTHER, FLIGHT_ID), (OTHER, FLIGHT_ID)]
     assert leases.acquired == 1
     assert registry.actor(FLIGHT_ID) is None
+
+
+async def test_forwarded_command_keeps_idempotency(make_registry):
+    answer = SeatReply(
+        FlightInfo(FLIGHT_ID, "SU", "Moscow", "Berlin", datetime(2030, 1, 1, tzinfo=UTC)),
+        TicketView(1, 1, TicketStatus.SOLD, None, datetime(2029, 1, 1, tzinfo=UTC)),
+        PASSENGER,
+    )
+    forwarder = FakeForwarder(answer)
+    registry, _ = await make_registry(FakeLeaseStore(OTHER), forwarder)
+    keyed = IdempotentRequest("buy-1", bytes(32), lambda outcome: (201, b"{}"))
+
+    await registry.ask(FLIGHT_ID, Buy(1, PASSENGER), trio.current_time() + 5, idempotency=keyed)
+
+    assert forwarder.idempotency == [keyed]
+
+
+async def test_owned_command_stores_response(make_registry):
+    store = FakeFlightStore()
+    registry, _ = await make_registry(FakeLeaseStore(), store=store)
+    first = IdempotentRequest("buy-1", bytes(32), lambda outcome: (201, b"{}"))
+    second = IdempotentRequest("buy-2", bytes(32), lambda outcome: (201, b"{}"))
+
+    # The first command takes the lease and starts the actor; the second finds it running.
+    await registry.ask_owned(FLIGHT_ID, Buy(1, PASSENGER), trio.current_time() + 5, idempotency=first)
+    await registry.ask_owned(FLIGHT_ID, Buy(2, PASSENGER), trio.current_time() + 5, idempotency=second)
+
+    assert [response.key for response in store.responses] == ["buy-1", "buy-2"]
 
 
 async def test_forwarded_command_not_forwarded_again(make_registry):
