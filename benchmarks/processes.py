@@ -165,18 +165,6 @@ def wait_for_listeners(process: subprocess.Popen, port: int, count: int, timeout
         time.sleep(0.05)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """Return user+system CPU time of a process and all its threads, in seconds (0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    # Fields after the parenthesised command name; utime and stime are
-    # fields 14 and 15 of proc(5), so 11 and 12 after the name.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
 def _read_process_table() -> dict[int, tuple[int, int]]:
     """Return every visible process as PID -> (parent PID, CPU ticks).
 
