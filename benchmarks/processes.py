@@ -262,17 +262,5 @@ def postgres_cpu_seconds(postmaster_pid: int | None) -> float:
     """
     if postmaster_pid is None:
         return 0.0
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(entry.name) == postmaster_pid:
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        elif int(fields[1]) == postmaster_pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _CLOCK_TICKS
+    ticks, _ = tree_cpu_ticks(_read_process_table(), [postmaster_pid])
+    return ticks / _CLOCK_TICKS
