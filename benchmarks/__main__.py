@@ -106,8 +106,8 @@ def _layout_problem(
         return f"--workers and --nodes apply to the service; add {SERVICE} to --implementations"
     if arguments.switch_interval is not None and any(layout.mode == WORKERS for layout in several):
         return (
-            "--switch-interval cannot be combined with --workers above 1: the worker processes that "
-            "`tickets serve --workers` starts do not run through benchmarks.launch; use --nodes instead"
+            "--switch-interval cannot be combined with --workers above 1, because the worker processes that "
+            "`tickets serve --workers` starts do not run through benchmarks.launch. Use --nodes instead."
         )
     max_nodes = max((layout.count for layout in several if layout.mode == NODES), default=1)
     for name in scenarios:
@@ -118,7 +118,7 @@ def _layout_problem(
         if share < max(arguments.threads, 1):
             return (
                 f"--nodes {max_nodes} gives {scenario.name} {share} connections per node, fewer than "
-                f"--threads {arguments.threads}; use fewer nodes or threads"
+                f"--threads {arguments.threads}. Use fewer nodes or threads."
             )
     return None
 

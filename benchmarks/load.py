@@ -123,7 +123,7 @@ def _plan(spec: LoadSpec, base_urls: list[str], raw_dir: Path, label: str) -> li
     if min(shares) < spec.threads:
         raise ValueError(
             f"{spec.connections} connections split over {len(base_urls)} servers give {min(shares)} per wrk, "
-            f"fewer than its {spec.threads} threads; use fewer --threads"
+            f"fewer than its {spec.threads} threads. Use fewer --threads."
         )
     planned = []
     for index, (url, connections) in enumerate(zip(base_urls, shares), start=1):
@@ -222,13 +222,24 @@ def run_wrk(
     wrk_cpu = _children_cpu_seconds() - children_before
 
     results = [_read_result(part.output_path, part.process.returncode) for part in planned]
+    parts = []
     if len(planned) > 1:
-        # The audit reads one file; a ticket confirmed by two wrk processes
-        # shows up as two lines for it, which the audit flags.
+        # The audit reads one file. A ticket confirmed by two wrk processes
+        # shows up there as two lines, which the audit flags.
         with expect_path.open("w") as combined:
             for part in planned:
                 if part.expect_path.exists():
                     combined.write(part.expect_path.read_text(errors="replace"))
+        parts = [
+            {
+                "url": part.url,
+                "connections": part.connections,
+                "completed": result.get("received", 0),
+                "latency_us": result.get("latency_us", {}),
+                "raw_output": str(part.output_path),
+            }
+            for part, result in zip(planned, results)
+        ]
     for part in planned:
         shutil.rmtree(part.drain_dir, ignore_errors=True)
     return LoadResult(
@@ -244,16 +255,5 @@ def run_wrk(
         expect_path=expect_path,
         output_path=planned[0].output_path,
         server_processes=server_processes,
-        parts=[
-            {
-                "url": part.url,
-                "connections": part.connections,
-                "completed": result.get("received", 0),
-                "latency_us": result.get("latency_us", {}),
-                "raw_output": str(part.output_path),
-            }
-            for part, result in zip(planned, results)
-        ]
-        if len(planned) > 1
-        else [],
+        parts=parts,
     )
