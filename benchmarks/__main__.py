@@ -1,4 +1,4 @@
-"""``python -m benchmarks run [SCENARIO ...] [--quick]``: run the suite and write a report.
+"""``python -m benchmarks run [SCENARIO ...] [--quick] [--workers N,...] [--nodes N,...]``: run the suite and write a report.
 
 Exit status: 0 when every run's audit passed, 1 when an audit failed or a
 run could not complete, 2 for invalid arguments or a missing tool.
@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from . import report
+from .layouts import MAX_PROCESSES, NODES, WORKERS, ServiceLayout, parse_process_counts, service_layouts, split_connections
 from .load import WrkMissing, wrk_path
 from .runner import Options, Suite
-from .scenarios import ALL_IMPLEMENTATIONS, SCENARIOS
+from .scenarios import ALL_IMPLEMENTATIONS, SCENARIOS, SERVICE
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated implementations to run (default: all): " + ", ".join(ALL_IMPLEMENTATIONS),
     )
     run.add_argument("--threads", type=int, default=1, help="wrk threads (default 1, to leave the other core to the server)")
+    run.add_argument(
+        "--workers",
+        type=parse_process_counts,
+        metavar="N[,N...]",
+        help="run the service once per count as `tickets serve --workers N`, for example 1,2; "
+        f"1 is one plain process (counts 1 to {MAX_PROCESSES}; baselines always run as one process)",
+    )
+    run.add_argument(
+        "--nodes",
+        type=parse_process_counts,
+        metavar="N[,N...]",
+        help="run the service once per count as N `tickets serve` nodes on their own ports sharing the database, "
+        f"one wrk per node with an even share of the connections; 1 is one plain process (counts 1 to {MAX_PROCESSES})",
+    )
     run.add_argument("--output", type=Path, help="report folder (default benchmarks/results/<timestamp>)")
     run.add_argument("--profile", action="store_true", help="sample the service with py-spy during each of its runs")
     run.add_argument(
@@ -80,6 +95,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _layout_problem(
+    layouts: list[ServiceLayout], scenarios: list[str], implementations: list[str], arguments: argparse.Namespace
+) -> str | None:
+    """Return why --workers or --nodes cannot run with the other arguments, or None if they can."""
+    several = [layout for layout in layouts if layout.count > 1]
+    if not several:
+        return None
+    if SERVICE not in implementations:
+        return f"--workers and --nodes apply to the service; add {SERVICE} to --implementations"
+    if arguments.switch_interval is not None and any(layout.mode == WORKERS for layout in several):
+        return (
+            "--switch-interval cannot be combined with --workers above 1, because the worker processes that "
+            "`tickets serve --workers` starts do not run through benchmarks.launch. Use --nodes instead."
+        )
+    max_nodes = max((layout.count for layout in several if layout.mode == NODES), default=1)
+    for name in scenarios:
+        scenario = SCENARIOS[name]
+        if scenario.script is None:
+            continue
+        share = min(split_connections(scenario.connection_count(arguments.quick), max_nodes))
+        if share < max(arguments.threads, 1):
+            return (
+                f"--nodes {max_nodes} gives {scenario.name} {share} connections per node, fewer than "
+                f"--threads {arguments.threads}. Use fewer nodes or threads."
+            )
+    return None
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     # Unwinds like Ctrl-C, so every `finally` stops what it started.
     raise KeyboardInterrupt(f"received signal {signum}")
@@ -106,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown implementation {', '.join(unknown)}; choose from {', '.join(ALL_IMPLEMENTATIONS)}", file=sys.stderr)
         return 2
+    layouts = service_layouts(arguments.workers, arguments.nodes)
+    problem = _layout_problem(layouts, scenarios, implementations, arguments)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+
     try:
         wrk_path()
     except WrkMissing as error:
@@ -145,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat=arguments.repeat,
         quiet_wait=arguments.quiet_wait if arguments.quiet_wait is not None else (0.0 if arguments.quick else QUIET_WAIT),
         quiet_percent=QUIET_PERCENT,
+        layouts=tuple(layouts),
     )
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

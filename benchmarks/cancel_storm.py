@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 
 from .audit import Check
 from .database import read_canceled_flight, seed_held_flight_template
+from .layouts import ONE_PROCESS
 from .processes import free_port, wait_until_ready
 from .scenarios import IMPLEMENTATIONS, SERVICE, Scenario
 
@@ -99,6 +100,8 @@ def run(suite: Suite, scenario: Scenario) -> dict[str, Any]:
     result: dict[str, Any] = {
         "scenario": scenario.name,
         "implementation": SERVICE,
+        # --workers and --nodes apply to the load scenarios only.
+        "layout": ONE_PROCESS.as_dict(),
         "repetition": 1,
         "data": {"flights": 1, "passengers": seats},
         "error": None,

@@ -44,9 +44,15 @@ class ProcessGroup:
         return process
 
     def stop(self, process: subprocess.Popen, grace: float = 15.0) -> int | None:
-        """Stop one process by PID: SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
+        """Stop one process by PID: SIGTERM, wait up to ``grace`` seconds, then SIGKILL.
+
+        The process stops its own children, as ``tickets serve --workers``
+        stops its workers. A child that still runs after the process exited,
+        because the process was killed first, gets SIGKILL by PID.
+        """
         if process in self._processes:
             self._processes.remove(process)
+        descendants = _descendants(process.pid) if process.poll() is None else []
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -55,11 +61,67 @@ class ProcessGroup:
                 log.warning("pid %d did not stop within %.0f s of SIGTERM; sending SIGKILL", process.pid, grace)
                 process.kill()
                 process.wait()
+        for pid, started in descendants:
+            if _start_time(pid) == started:
+                log.warning("pid %d, started by pid %d, outlived it; sending SIGKILL", pid, process.pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         return process.returncode
 
     def stop_all(self) -> None:
         for process in reversed(list(self._processes)):
             self.stop(process)
+
+
+def _start_time(pid: int) -> int | None:
+    """Return a process's start time in clock ticks since boot (field 22 of proc(5)), or None if it is gone.
+
+    A PID and its start time name one process even after the PID is reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _descendants(root: int) -> list[tuple[int, int]]:
+    """Return (PID, start time) of every running descendant of ``root``."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in _read_process_table().items():
+        children.setdefault(parent, []).append(pid)
+    found = []
+    pending = list(children.get(root, []))
+    while pending:
+        pid = pending.pop()
+        started = _start_time(pid)
+        if started is not None:
+            found.append((pid, started))
+        pending += children.get(pid, [])
+    return found
+
+
+def listening_socket_count(port: int) -> int:
+    """Return how many TCP sockets on this machine listen on ``port`` (IPv4 and IPv6).
+
+    Each worker of ``tickets serve --workers N`` listens on a socket of its
+    own with SO_REUSEPORT, and only once its database pool is open, so N
+    sockets mean every worker takes connections.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXADDRESS:HEXPORT; state 0A is LISTEN.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                count += 1
+    return count
 
 
 def free_port() -> int:
@@ -89,16 +151,72 @@ def wait_until_ready(process: subprocess.Popen, url: str, timeout: float, log_pa
     raise RuntimeError(f"server pid {process.pid} was not ready at {url} within {timeout:.0f} s ({last_error}); see {log_path}")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """Return user+system CPU time of a process and all its threads, in seconds (0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    # Fields after the parenthesised command name; utime and stime are
-    # fields 14 and 15 of proc(5), so 11 and 12 after the name.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+def wait_for_listeners(process: subprocess.Popen, port: int, count: int, timeout: float, log_path: Path) -> None:
+    """Wait until ``count`` sockets listen on ``port``; raise if ``process`` exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while (listening := listening_socket_count(port)) < count:
+        if process.poll() is not None:
+            raise RuntimeError(f"server pid {process.pid} exited with code {process.returncode}; see {log_path}")
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"only {listening} of {count} workers of pid {process.pid} listened on port {port} "
+                f"within {timeout:.0f} s; see {log_path}"
+            )
+        time.sleep(0.05)
+
+
+def _read_process_table() -> dict[int, tuple[int, int]]:
+    """Return every visible process as PID -> (parent PID, CPU ticks).
+
+    The ticks are utime + stime + cutime + cstime (fields 14 to 17 of
+    proc(5)): a process's own time plus that of its children that exited
+    and were reaped.
+    """
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (int(fields[1]), sum(int(field) for field in fields[11:15]))
+    return table
+
+
+def tree_cpu_ticks(table: dict[int, tuple[int, int]], roots: list[int]) -> tuple[int, int]:
+    """Return (CPU ticks, process count) of the ``roots`` and all their descendants in ``table``.
+
+    ``table`` maps PID -> (parent PID, ticks) as ``_read_process_table``
+    returns it. A descendant that exits is reaped by its parent, which adds
+    its time to its own cutime/cstime, so the difference between two calls
+    keeps counting it. Roots missing from the table count as 0.
+    """
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    seen: set[int] = set()
+    pending = [pid for pid in roots if pid in table]
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        pending += children.get(pid, [])
+    return sum(table[pid][1] for pid in seen), len(seen)
+
+
+def process_tree_cpu_seconds(roots: list[int]) -> tuple[float, int]:
+    """Return (CPU seconds, process count) of the processes ``roots`` and every process they started.
+
+    The kernel's per-process accounting is summed over the tree: the parent
+    and workers of ``tickets serve --workers N``, or several nodes (one root
+    each). Only the difference between two calls means anything, because
+    reaped children's time counts too.
+    """
+    ticks, count = tree_cpu_ticks(_read_process_table(), roots)
+    return ticks / _CLOCK_TICKS, count
 
 
 def machine_busy_seconds() -> float:
@@ -144,17 +262,5 @@ def postgres_cpu_seconds(postmaster_pid: int | None) -> float:
     """
     if postmaster_pid is None:
         return 0.0
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(entry.name) == postmaster_pid:
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        elif int(fields[1]) == postmaster_pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _CLOCK_TICKS
+    ticks, _ = tree_cpu_ticks(_read_process_table(), [postmaster_pid])
+    return ticks / _CLOCK_TICKS

@@ -8,28 +8,62 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .layouts import NODES, ONE_PROCESS, SINGLE, WORKERS
 from .scenarios import ALL_IMPLEMENTATIONS, CEILING, CONVENTIONAL_ASYNCIO, CONVENTIONAL_TRIO, SCENARIOS, SERVICE
 
 FLASH_SALE_CONNECTIONS = 256
+
+# Scaling targets of several processes against one: server CPU per request
+# may grow by at most this much (the cost of forwarding), and throughput
+# must not fall.
+MAX_CPU_INCREASE_PERCENT = 25.0
+MIN_THROUGHPUT_RATIO = 1.0
 
 
 # Runs that used more than this much CPU of other processes (% of one core) are flagged.
 DISTURBED_PERCENT = 20.0
 
 
-def _find(runs: list[dict[str, Any]], scenario: str, implementation: str) -> dict[str, Any] | None:
-    """Return the representative run of an implementation in a scenario."""
+def layout_label(run: dict[str, Any]) -> str:
+    """Return the run's process layout as shown in reports ("1 process", "2 workers", "2 nodes")."""
+    return run.get("layout", {}).get("label", ONE_PROCESS.label)
+
+
+def run_name(run: dict[str, Any]) -> str:
+    """Return the implementation's name, followed by the layout when it is not one process."""
+    label = layout_label(run)
+    return run["implementation"] if label == ONE_PROCESS.label else f"{run['implementation']} ({label})"
+
+
+_MODE_ORDER = (SINGLE, WORKERS, NODES)
+
+
+def _order(run: dict[str, Any]) -> tuple[int, int, int]:
+    """Sort key: implementation as in ALL_IMPLEMENTATIONS, then one process, workers, nodes, by count."""
+    layout = run.get("layout", ONE_PROCESS.as_dict())
+    return ALL_IMPLEMENTATIONS.index(run["implementation"]), _MODE_ORDER.index(layout["mode"]), layout["processes"]
+
+
+def _find(
+    runs: list[dict[str, Any]], scenario: str, implementation: str, layout: str = ONE_PROCESS.label
+) -> dict[str, Any] | None:
+    """Return the representative run of an implementation in a scenario, in ``layout`` (one process by default)."""
     for run in runs:
-        if run["scenario"] == scenario and run["implementation"] == implementation and run.get("representative", True):
+        if (
+            run["scenario"] == scenario
+            and run["implementation"] == implementation
+            and layout_label(run) == layout
+            and run.get("representative", True)
+        ):
             return run
     return None
 
 
 def mark_representatives(runs: list[dict[str, Any]]) -> None:
-    """Mark, per scenario and implementation, the run with the median total throughput as representative."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """Mark, per scenario, implementation and layout, the run with the median total throughput as representative."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        groups[(run["scenario"], run["implementation"])].append(run)
+        groups[(run["scenario"], run["implementation"], layout_label(run))].append(run)
     for group in groups.values():
         usable = sorted((run for run in group if _usable(run)), key=lambda run: run["rates"]["total"])
         chosen = usable[(len(usable) - 1) // 2] if usable else group[0]
@@ -111,9 +145,7 @@ def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"connections at its {ceiling['rates']['total']:.0f} req/s mean at least {floor_ms:.0f} ms per request"
             )
         result.append(_target(name, p99 <= 100.0, detail))
-    failures = [
-        f"{run['scenario']}/{run['implementation']}#{run.get('repetition', 1)}" for run in runs if not run["audit"]["passed"]
-    ]
+    failures = [f"{run['scenario']}/{run_name(run)}#{run.get('repetition', 1)}" for run in runs if not run["audit"]["passed"]]
     result.append(
         _target(
             "zero audit failures",
@@ -122,6 +154,68 @@ def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     return result
+
+
+def _cpu_per_request(run: dict[str, Any]) -> float | None:
+    return run.get("server_cpu", {}).get("ms_per_request")
+
+
+def scaling_verdicts(one_process: dict[str, Any] | None, several: dict[str, Any] | None) -> dict[str, Any]:
+    """Compare a run of several service processes with the one-process run of the same scenario.
+
+    Returns the CPU-per-request change in percent and the throughput ratio,
+    each with its target: CPU per request at most MAX_CPU_INCREASE_PERCENT
+    higher, throughput at least MIN_THROUGHPUT_RATIO times.
+    """
+    cpu_name = f"server CPU per request <= +{MAX_CPU_INCREASE_PERCENT:g}% over 1 process"
+    throughput_name = f"throughput >= {MIN_THROUGHPUT_RATIO:.1f} x 1 process"
+    result: dict[str, Any] = {"cpu_change_percent": None, "throughput_ratio": None}
+    if not (_usable(one_process) and _usable(several)):
+        if not _usable(one_process):
+            reason = "needs a completed one-process run of the service: add 1 to --workers or --nodes"
+        else:
+            reason = "this run did not complete"
+        result["targets"] = [_target(cpu_name, None, reason), _target(throughput_name, None, reason)]
+        return result
+
+    cpu_one_process, cpu_several = _cpu_per_request(one_process), _cpu_per_request(several)
+    if cpu_one_process and cpu_several is not None:
+        change = 100 * (cpu_several / cpu_one_process - 1)
+        result["cpu_change_percent"] = round(change, 1)
+        cpu_target = _target(
+            cpu_name, change <= MAX_CPU_INCREASE_PERCENT, f"{cpu_several:.2f} vs {cpu_one_process:.2f} ms = {change:+.1f}%"
+        )
+    else:
+        cpu_target = _target(cpu_name, None, "needs completed requests in both runs")
+
+    rate_one_process, rate_several = one_process["rates"]["total"], several["rates"]["total"]
+    if rate_one_process:
+        ratio = rate_several / rate_one_process
+        result["throughput_ratio"] = round(ratio, 3)
+        throughput_target = _target(
+            throughput_name, ratio >= MIN_THROUGHPUT_RATIO, f"{rate_several:.0f} vs {rate_one_process:.0f} req/s = {ratio:.2f} x"
+        )
+    else:
+        throughput_target = _target(throughput_name, None, "the one-process run completed no requests")
+    result["targets"] = [cpu_target, throughput_target]
+    return result
+
+
+def scaling(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return, per load scenario and layout of several service processes, the comparison with one process."""
+    rows = []
+    service_runs = sorted(
+        (run for run in runs if run["implementation"] == SERVICE and run.get("representative", True)),
+        key=_order,
+    )
+    for scenario in dict.fromkeys(run["scenario"] for run in runs):
+        several_runs = [run for run in service_runs if run["scenario"] == scenario and layout_label(run) != ONE_PROCESS.label]
+        if not several_runs:
+            continue
+        one_process = _find(runs, scenario, SERVICE)
+        for several in several_runs:
+            rows.append({"scenario": scenario, "layout": layout_label(several), **scaling_verdicts(one_process, several)})
+    return rows
 
 
 def build(*, machine: dict[str, Any], runs: list[dict[str, Any]], settings: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
@@ -136,6 +230,7 @@ def build(*, machine: dict[str, Any], runs: list[dict[str, Any]], settings: dict
         "runs": runs,
         "comparisons": comparisons(runs),
         "targets": targets(runs),
+        "scaling": scaling(runs),
         "audit_failures": len(failures),
         "passed": not failures,
     }
@@ -157,20 +252,20 @@ def _format_ms(value: float | None) -> str:
 def _load_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| implementation | total req/s | accepted req/s | rejected req/s | reads req/s | p50 ms | p90 ms | p99 ms | max ms "
-        "| 5xx / socket / non-JSON | CPU % server / wrk / PG / other | audit |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| 5xx / socket / non-JSON | CPU % server / wrk / PG / other | server CPU ms/req | audit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
     ]
     for run in runs:
         if not run.get("representative", True):
             continue
         audit = "passed" if run["audit"]["passed"] else "**FAILED**"
-        name = run["implementation"]
+        name = run_name(run)
         repetitions = run.get("repetitions")
         if repetitions:
             rates_seen = repetitions["total_rates"]
             name += f" (median of {repetitions['runs']}: {min(rates_seen):,.0f}-{max(rates_seen):,.0f})"
         if run.get("error") or "rates" not in run:
-            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | {audit}: {run.get('error')} |")
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | - | {audit}: {run.get('error')} |")
             continue
         rates, latency, counts, cpu = run["rates"], run["latency_ms"], run["counts"], run["cpu_percent_of_one_core"]
         lines.append(
@@ -178,9 +273,67 @@ def _load_table(runs: list[dict[str, Any]]) -> list[str]:
             f"| {_format_rate(rates['rejected'])} | {_format_rate(rates['reads'])} | {_format_ms(latency['p50'])} "
             f"| {_format_ms(latency['p90'])} | {_format_ms(latency['p99'])} | {_format_ms(latency['max'])} "
             f"| {counts['server_errors']} / {counts['socket_errors']} / {counts['non_json']} "
-            f"| {cpu['server']:.0f} / {cpu['wrk']:.0f} / {cpu['postgres']:.0f} / {cpu.get('other', 0):.0f} | {audit} |"
+            f"| {cpu['server']:.0f} / {cpu['wrk']:.0f} / {cpu['postgres']:.0f} / {cpu.get('other', 0):.0f} "
+            f"| {_format_cpu(_cpu_per_request(run))} | {audit} |"
         )
     return lines
+
+
+def _format_cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _scaling_lines(report: dict[str, Any]) -> list[str]:
+    """Tabulate each scenario's service runs by process count, with the scaling verdicts against one process."""
+    rows = report.get("scaling") or []
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Scaling",
+        "",
+        "The service as one process against several (`--workers`, `--nodes`), same scenario and load. "
+        "Server CPU is the CPU time of every server process (parent, workers, all nodes) from wrk's start to its "
+        "stop, divided by the requests wrk completed. wrk and PostgreSQL are not in it. "
+        "PostgreSQL's CPU per request is shown apart and counts every client of that server. "
+        "With several nodes, p99 is the highest of the nodes' p99 values, an upper bound.",
+        "",
+        f"| scenario | processes | total req/s | accepted req/s | p99 ms | server CPU ms/req | PG CPU ms/req "
+        f"| CPU/req vs 1 process (<= +{MAX_CPU_INCREASE_PERCENT:g}%) | throughput vs 1 process (>= {MIN_THROUGHPUT_RATIO:.1f} x) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for scenario in dict.fromkeys(row["scenario"] for row in rows):
+        one_process = _find(report["runs"], scenario, SERVICE)
+        entries = [(one_process, None)] + [
+            (_find(report["runs"], scenario, SERVICE, row["layout"]), row) for row in rows if row["scenario"] == scenario
+        ]
+        for run, row in entries:
+            if run is None:
+                lines.append(f"| {scenario} | 1 process | - | - | - | - | - | not run | not run |")
+                continue
+            if row is None:
+                verdicts = ["reference", "reference"]
+            else:
+                verdicts = [_verdict(target) for target in row["targets"]]
+            cells = [scenario, layout_label(run)]
+            if _usable(run):
+                cells += [
+                    _format_rate(run["rates"]["total"]),
+                    _format_rate(run["rates"]["accepted"]),
+                    _format_ms(run["latency_ms"]["p99"]),
+                    _format_cpu(_cpu_per_request(run)),
+                    _format_cpu(run.get("server_cpu", {}).get("postgres_ms_per_request")),
+                ]
+            else:
+                cells += ["-"] * 5
+            lines.append("| " + " | ".join(cells + verdicts) + " |")
+    return lines
+
+
+def _verdict(target: dict[str, Any]) -> str:
+    """Return a scaling target's status and measurement for a table cell."""
+    status = "**not met**" if target["status"] == "not met" else target["status"]
+    return f"{status}: {target['detail']}"
 
 
 def _sale_progress_lines(runs: list[dict[str, Any]]) -> list[str]:
@@ -194,7 +347,7 @@ def _sale_progress_lines(runs: list[dict[str, Any]]) -> list[str]:
     for run in rows:
         reached = run["database"]["seconds_to_sell"]
         cells = [f"{reached[share]:.1f}" if share in reached else "-" for share in shares]
-        lines.append(f"| {run['implementation']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run_name(run)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -224,7 +377,7 @@ def _audit_lines(runs: list[dict[str, Any]]) -> list[str]:
     """List every failed check in full; a passed run gets one line with its count check."""
     lines = []
     for run in runs:
-        name = f"{run['scenario']} / {run['implementation']} #{run.get('repetition', 1)}"
+        name = f"{run['scenario']} / {run_name(run)} #{run.get('repetition', 1)}"
         checks = run["audit"]["checks"]
         failed = [check for check in checks if not check["passed"]]
         if failed:
@@ -283,7 +436,7 @@ def markdown(report: dict[str, Any]) -> str:
         changed = ", ".join(code.get("changed_files") or []) or "none"
         lines += [f"Code: commit `{code.get('commit')}`; tracked files changed since that commit: {changed}.", ""]
     disturbed = [
-        f"{run['scenario']}/{run['implementation']}#{run.get('repetition', 1)} {run['cpu_percent_of_one_core']['other']:.0f}%"
+        f"{run['scenario']}/{run_name(run)}#{run.get('repetition', 1)} {run['cpu_percent_of_one_core']['other']:.0f}%"
         for run in report["runs"]
         if run.get("cpu_percent_of_one_core", {}).get("other", 0) > DISTURBED_PERCENT
     ]
@@ -300,6 +453,7 @@ def markdown(report: dict[str, Any]) -> str:
     for target in report["targets"]:
         status = target["status"] if target["status"] != "not met" else "**not met**"
         lines.append(f"| {target['name']} | {status} | {target['detail']} |")
+    lines += _scaling_lines(report)
 
     runs = report["runs"]
     for scenario, description in report["scenarios"].items():
@@ -311,7 +465,7 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         first = scenario_runs[0]
         scenario_runs = [run for run in scenario_runs if run.get("representative", True)] or scenario_runs
-        scenario_runs.sort(key=lambda run: ALL_IMPLEMENTATIONS.index(run["implementation"]))
+        scenario_runs.sort(key=_order)
         lines.append(f"{first['connections']} connections; {first['data']['tickets']:,} tickets seeded.")
         lines.append("")
         lines += _load_table(scenario_runs)
@@ -335,8 +489,10 @@ def markdown(report: dict[str, Any]) -> str:
         "- total req/s counts every answered request; accepted = 2xx writes (201 book/buy, 200 cancel); "
         "rejected = 4xx (mostly `ticket_unavailable` when seats collide); reads = 200 list replies.",
         "- Rates are over the sending window; latency percentiles cover every request (wrk, per request).",
-        "- CPU % is of one core over the run (200 % is a 2-core machine): the server process, wrk, every PostgreSQL "
+        "- CPU % is of one core over the run (200 % is a 2-core machine): the server processes, wrk, every PostgreSQL "
         "process, and other = the rest of the machine's busy time (other sessions, the OS).",
+        "- Server CPU ms/req is the server processes' own CPU time (utime + stime in /proc, children included) "
+        "while wrk ran, divided by the requests wrk completed.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -358,8 +514,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
         runs = [
             run for run in report["runs"] if run["scenario"] == scenario and _usable(run) and run.get("representative", True)
         ]
-        runs.sort(key=lambda run: ALL_IMPLEMENTATIONS.index(run["implementation"]))
-        names = [run["implementation"] for run in runs]
+        runs.sort(key=_order)
+        names = [run_name(run) for run in runs]
         accepted = [run["rates"]["accepted"] for run in runs]
         rejected = [run["rates"]["rejected"] for run in runs]
         reads = [run["rates"]["reads"] for run in runs]

@@ -13,14 +13,15 @@ from typing import Any
 from . import cancel_storm, profile, report
 from .audit import Check, audit_database, audit_replies, load_expectations
 from .database import DatabaseServer, SeededData, read_state, seed_template
+from .layouts import ONE_PROCESS, NODES, ServiceLayout
 from .load import LoadResult, LoadSpec, run_wrk, wrk_version
 from .machine import describe_code, describe_machine
-from .processes import REPO_ROOT, ProcessGroup, free_port, wait_for_quiet_machine, wait_until_ready
+from .processes import REPO_ROOT, ProcessGroup, wait_for_quiet_machine
 from .scenarios import IMPLEMENTATIONS, SCENARIOS, SERVICE, Implementation, Scenario
+from .servers import Servers, start_servers, stop_servers
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 60.0
 WRITE_KINDS = ("book", "buy", "buy_held", "cancel", "other_2xx")
 READ_KINDS = ("flights", "tickets", "empty_list")
 
@@ -41,6 +42,8 @@ class Options:
     # use to drop below quiet_percent of one core (0 disables the wait).
     quiet_wait: float = 0.0
     quiet_percent: float = 25.0
+    # The service runs once in each layout; the baselines always run as one process.
+    layouts: tuple[ServiceLayout, ...] = (ONE_PROCESS,)
 
 
 class Suite:
@@ -83,6 +86,7 @@ class Suite:
                 "quiet_wait_s": self.options.quiet_wait,
                 "quiet_percent": self.options.quiet_percent,
                 "switch_interval_s": self.options.switch_interval,
+                "service_layouts": [layout.label for layout in self.options.layouts],
                 "service_settings": {key: value for key, value in os.environ.items() if key.startswith("TICKETS_") and "SECRET" not in key and key != "TICKETS_DATABASE_URL"},
             },
             elapsed_s=time.time() - started,
@@ -103,22 +107,33 @@ class Suite:
                 for name in scenario.implementations:
                     if name not in self.options.implementations:
                         continue
-                    run = self._run_load(scenario, IMPLEMENTATIONS[name], template, seeded, repetition)
-                    runs.append(run)
+                    layouts = self.options.layouts if name == SERVICE else (ONE_PROCESS,)
+                    for layout in layouts:
+                        run = self._run_load(scenario, IMPLEMENTATIONS[name], layout, template, seeded, repetition)
+                        runs.append(run)
         finally:
             self.drop_database(template)
         return runs
 
     def _run_load(
-        self, scenario: Scenario, implementation: Implementation, template: str, seeded: SeededData, repetition: int
+        self,
+        scenario: Scenario,
+        implementation: Implementation,
+        layout: ServiceLayout,
+        template: str,
+        seeded: SeededData,
+        repetition: int,
     ) -> dict[str, Any]:
         label = f"{scenario.name}-{implementation.name}"
+        if layout.slug:
+            label += f"-{layout.slug}"
         if self.options.repeat > 1:
             label += f"-{repetition}"
         flights, seats = scenario.size(self.options.quick)
         result: dict[str, Any] = {
             "scenario": scenario.name,
             "implementation": implementation.name,
+            "layout": layout.as_dict(),
             "repetition": repetition,
             "connections": scenario.connection_count(self.options.quick),
             "data": {"flights": flights, "seats_per_flight": seats, "tickets": seeded.tickets},
@@ -126,7 +141,7 @@ class Suite:
         }
         checks: list[Check] = []
         database_name = None
-        server = None
+        servers = Servers()
         try:
             env = dict(os.environ)
             env.update(
@@ -139,8 +154,10 @@ class Suite:
             )
             url = None
             if implementation.uses_database:
+                layout_part = f"_{layout.slug}" if layout.slug else ""
                 database_name = (
-                    f"{self.prefix}_{scenario.name.replace('-', '_')}_{implementation.name.replace('-', '_')}_{repetition}"
+                    f"{self.prefix}_{scenario.name.replace('-', '_')}_{implementation.name.replace('-', '_')}"
+                    f"{layout_part}_{repetition}"
                 )
                 url = self.server.create_database(database_name, template)
                 env["TICKETS_DATABASE_URL"] = url
@@ -151,13 +168,14 @@ class Suite:
                 if busy >= self.options.quiet_percent:
                     log.warning("%s: the machine stayed busy (%.0f%% of a core) for %.0f s; loading anyway", label, busy, waited)
 
-            port = free_port()
-            server_log = self.raw_dir / f"{label}.server.log"
-            log.info("%s: starting %s on port %d", scenario.name, implementation.name, port)
-            server = self.processes.start(
-                implementation.command(port, self.options.switch_interval), env=env, log_path=server_log
+            start_servers(
+                self.processes, implementation, layout, env, self.options.switch_interval, self.raw_dir, label, servers
             )
-            wait_until_ready(server, f"http://127.0.0.1:{port}/api/v1/flights", READY_TIMEOUT, server_log)
+            if servers.internal_ports:
+                result["nodes"] = [
+                    {"url": node_url, "internal_port": internal_port}
+                    for node_url, internal_port in zip(servers.urls, servers.internal_ports)
+                ]
 
             spec = LoadSpec(
                 script=scenario.script or "",
@@ -175,19 +193,27 @@ class Suite:
             )
             profiler = None
             if self.options.profile and implementation.name == SERVICE:
-                profiler = profile.start(
-                    self.processes, server.pid, max(1, int(self.options.duration)), self.raw_dir / f"{label}.pyspy.txt"
-                )
-            log.info("%s: loading %s for %g s with %d connections", scenario.name, implementation.name, spec.duration, spec.connections)
+                if layout == ONE_PROCESS:
+                    profiler = profile.start(
+                        self.processes, servers.pids[0], max(1, int(self.options.duration)), self.raw_dir / f"{label}.pyspy.txt"
+                    )
+                else:
+                    log.info("%s: not profiled, because py-spy samples one process and this run has %s", label, layout.label)
+            log.info(
+                "%s: loading %s (%s) for %g s with %d connections",
+                scenario.name, implementation.name, layout.label, spec.duration, spec.connections,
+            )
             load = run_wrk(
-                self.processes, spec, f"http://127.0.0.1:{port}", server.pid, self.server.postmaster_pid, self.raw_dir, label
+                self.processes, spec, servers.urls, servers.pids, self.server.postmaster_pid, self.raw_dir, label
             )
             if profiler is not None:
                 result["profile"] = profile.finish(self.processes, profiler)
 
-            exit_code = self.processes.stop(server)
-            server = None
-            result["server_exit_code"] = exit_code
+            exit_codes = stop_servers(self.processes, servers)
+            if layout.mode == NODES:
+                result["server_exit_codes"] = exit_codes
+            else:
+                result["server_exit_code"] = exit_codes[0]
             result.update(summarize_load(load))
 
             checks += audit_replies(load.tallies, overload_expected=scenario.overload_expected)
@@ -202,25 +228,27 @@ class Suite:
                     result["database"]["sale_span_s"] = round((state.last_sale - state.first_sale).total_seconds(), 3)
                 result["database"]["seconds_to_sell"] = state.seconds_to_sell
         except Exception as error:  # noqa: BLE001 - recorded as a failed run; the suite goes on
-            log.exception("%s: run against %s failed", scenario.name, implementation.name)
+            log.exception("%s: run against %s (%s) failed", scenario.name, implementation.name, layout.label)
             result["error"] = f"{type(error).__name__}: {error}"
             checks.append(Check("run_completed", False, result["error"]))
         finally:
-            if server is not None:
-                self.processes.stop(server)
+            stop_servers(self.processes, servers)
             if database_name is not None:
                 self.drop_database(database_name)
 
         result["audit"] = {"passed": all(check.passed for check in checks), "checks": [check.as_dict() for check in checks]}
         log.info(
-            "%s/%s #%d: %.0f req/s (%.0f accepted, %.0f rejected), p99 %.1f ms, other CPU %.0f%%, audit %s",
+            "%s/%s (%s) #%d: %.0f req/s (%.0f accepted, %.0f rejected), p99 %.1f ms, "
+            "server CPU %.2f ms/request, other CPU %.0f%%, audit %s",
             scenario.name,
             implementation.name,
+            layout.label,
             repetition,
             result.get("rates", {}).get("total", 0),
             result.get("rates", {}).get("accepted", 0),
             result.get("rates", {}).get("rejected", 0),
             result.get("latency_ms", {}).get("p99", 0),
+            result.get("server_cpu", {}).get("ms_per_request") or 0,
             result.get("cpu_percent_of_one_core", {}).get("other", 0),
             "passed" if result["audit"]["passed"] else "FAILED",
         )
@@ -254,8 +282,21 @@ def _cpu_percentages(load: LoadResult, wall: float) -> dict[str, float]:
     }
 
 
+def cpu_ms_per_request(cpu_seconds: float, requests: int) -> float | None:
+    """Return CPU milliseconds per request, or None when no request completed."""
+    if requests <= 0:
+        return None
+    return round(1000 * cpu_seconds / requests, 3)
+
+
 def summarize_load(load: LoadResult) -> dict[str, Any]:
-    """Turn wrk's tallies into counts, rates per second, latency in ms and CPU use."""
+    """Turn wrk's tallies into counts, rates per second, latency in ms and CPU use.
+
+    ``server_cpu`` is the CPU time of the server processes (with their
+    workers) while wrk ran, over the requests wrk completed, sending window
+    and drain alike. PostgreSQL's share is given apart, because the
+    PostgreSQL server may also serve other clients.
+    """
     tallies = load.tallies
     ok = tallies.get("ok", {})
     statuses = {int(status): count for status, count in tallies.get("statuses", {}).items()}
@@ -298,6 +339,31 @@ def summarize_load(load: LoadResult) -> dict[str, Any]:
         "ok_by_kind": ok,
         "sent_by_kind": tallies.get("sent", {}),
         "cpu_percent_of_one_core": _cpu_percentages(load, wall),
+        "server_cpu": {
+            "seconds": round(load.server_cpu_seconds, 3),
+            "processes": load.server_processes,
+            "ms_per_request": cpu_ms_per_request(load.server_cpu_seconds, completed),
+            "postgres_ms_per_request": cpu_ms_per_request(load.postgres_cpu_seconds, completed),
+        },
         "load_average_1m": round(load.load_average, 2),
-        "raw_output": str(load.output_path.relative_to(REPO_ROOT) if load.output_path.is_relative_to(REPO_ROOT) else load.output_path),
+        "raw_output": _shown_path(load.output_path),
+        **({"load_split": _load_split(load)} if load.parts else {}),
     }
+
+
+def _shown_path(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
+def _load_split(load: LoadResult) -> list[dict[str, Any]]:
+    """Describe each wrk process of a split load: its node, connections, completed requests and latency in ms."""
+    return [
+        {
+            "url": part["url"],
+            "connections": part["connections"],
+            "completed": part["completed"],
+            "latency_ms": {name: round(value / 1000, 2) for name, value in part["latency_us"].items()},
+            "raw_output": _shown_path(Path(part["raw_output"])),
+        }
+        for part in load.parts
+    ]

@@ -18,17 +18,24 @@ class Implementation:
     description: str
     uses_database: bool
 
-    def command(self, port: int, switch_interval: float | None = None) -> list[str]:
+    def command(self, port: int, switch_interval: float | None = None, workers: int = 1) -> list[str]:
         """Return the command line that serves this implementation on 127.0.0.1:``port``.
 
         With ``switch_interval`` (seconds) the server runs under
         ``benchmarks.launch``, which sets the GIL switch interval first.
+        ``workers`` above 1 serves the service with ``tickets serve --workers``;
+        the baselines always run as one process.
         """
+        if workers > 1 and self.name != SERVICE:
+            raise ValueError(f"{self.name} runs as one process; only {SERVICE} takes {workers} workers")
         python = [sys.executable, "-m"]
         if switch_interval is not None:
             python = [sys.executable, "-m", "benchmarks.launch", repr(switch_interval)]
         if self.name == SERVICE:
-            return [*python, "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            command = [*python, "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            if workers > 1:
+                command += ["--workers", str(workers)]
+            return command
         worker, module = {
             CEILING: ("trio", "benchmarks.baselines.ceiling:app"),
             CONVENTIONAL_TRIO: ("trio", "benchmarks.baselines.conventional_trio:app"),

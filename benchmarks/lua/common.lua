@@ -32,6 +32,10 @@ function common.env_int(name, default)
 end
 
 local seed = common.env_int("BENCH_SEED", 1)
+-- Several wrk processes that load one service together (one per node)
+-- each get a different BENCH_THREAD_OFFSET, so their thread ids, and with
+-- them the pass numbers and random seeds, do not repeat.
+local thread_offset = common.env_int("BENCH_THREAD_OFFSET", 0)
 local stop_at_ms = common.env_int("BENCH_STOP_AT_MS")
 
 -- Wall-clock milliseconds. wrk's LuaJIT has the FFI; plain Lua's os.time()
@@ -61,7 +65,7 @@ local HOLD_BACK_MS = 3600 * 1000
 
 function setup(thread)
    thread_count = thread_count + 1
-   thread:set("thread_id", thread_count)
+   thread:set("thread_id", thread_offset + thread_count)
    table.insert(threads, thread)
 end
 
