@@ -137,8 +137,17 @@ def decode_command(data: list[Any]) -> Command:
         if kind == "cancel_flight":
             return CancelFlight(datetime.fromisoformat(data[1]))
     except (IndexError, KeyError, TypeError, ValueError) as error:
-        raise ProtocolError(f"invalid command {str(data)[:200]}: {error}") from error
+        # The data holds passenger details: name only the type, so the
+        # logged message carries no passport number.
+        raise ProtocolError(f"invalid {_type_name(data)} command: {error}") from error
     raise ProtocolError(f"unknown command type {str(kind)[:40]!r}")
+
+
+def _type_name(data: object) -> str:
+    """Return the type named by an encoded command or reply, for error messages."""
+    if isinstance(data, list) and data and isinstance(data[0], str):
+        return repr(data[0][:40])
+    return "untyped"
 
 
 def encode_reply(reply: Reply) -> list[Any]:
@@ -164,7 +173,7 @@ def decode_reply(data: list[Any]) -> Reply:
         if kind == "event":
             return EventReply(bool(data[1]))
     except (IndexError, KeyError, TypeError, ValueError) as error:
-        raise ProtocolError(f"invalid reply {str(data)[:200]}: {error}") from error
+        raise ProtocolError(f"invalid {_type_name(data)} reply: {error}") from error
     raise ProtocolError(f"unknown reply type {str(kind)[:40]!r}")
 
 
@@ -279,7 +288,8 @@ def decode_response(payload: bytes) -> Reply:
     if "not_owner" in message:
         holder = message["not_owner"]
         raise NotOwner(None if holder is None else Holder(holder[0], holder[1], float(holder[2])))
-    raise ProtocolError(f"reply has no known field: {str(message)[:200]}")
+    fields = ", ".join(sorted(str(key)[:40] for key in message)[:10]) if isinstance(message, dict) else type(message).__name__
+    raise ProtocolError(f"reply has no known field; it has: {fields}")
 
 
 def frame(request_id: int, payload: bytes) -> bytes:

@@ -244,6 +244,26 @@ def test_command_invalid_raises_protocol_error(data):
         decode_command(data)
 
 
+def test_invalid_command_error_hides_passport():
+    passport = "4322-22-333-45"
+
+    with pytest.raises(ProtocolError) as raised:
+        decode_command(["buy", "not a ticket id", ["ivan@mail.com", passport, "Ivan", "Ivanov"]])
+
+    assert passport not in str(raised.value)
+    assert "'buy' command" in str(raised.value)
+
+
+def test_invalid_reply_error_hides_passport():
+    passport = "4322-22-333-45"
+    payload = pydantic_core.to_json({"reply": ["seat", [1], [2], ["ivan@mail.com", passport, "Ivan", "Ivanov"]]})
+
+    with pytest.raises(ProtocolError) as raised:
+        decode_response(payload)
+
+    assert passport not in str(raised.value)
+
+
 async def test_frame_reader_splits_chunked_stream():
     send, receive = trio.testing.memory_stream_one_way_pair()
     payloads = [b"first", b"", b"x" * 70_000, "третий".encode()]
