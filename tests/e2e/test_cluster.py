@@ -2,6 +2,8 @@
 
 Every node is a `tickets serve` subprocess on a loopback port; leases last
 two seconds so that takeovers happen within the tests' bounded waits.
+TICKETS_TEST_LEASE_TTL sets another lease time, for example the default 5
+seconds to measure the takeover time a deployment sees (run with -s).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tests.conftest import CALLBACK_SECRET
 
 pytestmark = [pytest.mark.trio, pytest.mark.slow]
 
-LEASE_TTL = 2.0
+LEASE_TTL = float(os.environ.get("TICKETS_TEST_LEASE_TTL", "2.0"))
 
 
 @pytest.fixture
