@@ -22,7 +22,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from quart import Response
 from quart_trio import QuartTrio
@@ -31,6 +31,7 @@ import notify.metrics  # noqa: F401  (registers the email counters for every scr
 from engine.registry import Registry
 from persistence.database import Database
 from persistence.errors import DatabaseError
+from persistence.group_commit import GroupCommitter
 from persistence.stats import pending_emails, pool_usage
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,13 @@ class Metrics:
         )
         self.batch_commands = Histogram(
             "tickets_batch_commands",
-            "Commands decided per committed flight transaction (group commit size).",
+            "Commands decided per committed flight batch (one actor's batch; batches of several flights may share a transaction).",
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
         self.commit_duration = Histogram(
             "tickets_batch_commit_duration_seconds",
-            "Time to commit one flight batch, including the thread crossing to asyncpg.",
+            "Time to commit one flight batch, including the wait for its group and the thread crossing to asyncpg.",
             buckets=_COMMIT_BUCKETS,
             registry=self.registry,
         )
@@ -96,10 +97,11 @@ class Metrics:
         self._scrape_time = _ScrapeTimeCollector()
         self.registry.register(self._scrape_time)
 
-    def watch(self, flights: Registry, database: Database) -> None:
-        """Read the scrape-time gauges from these actors and this database from now on."""
+    def watch(self, flights: Registry, database: Database, committer: GroupCommitter | None = None) -> None:
+        """Read the scrape-time gauges from these actors, this database and this group committer from now on."""
         self._scrape_time.flights = flights
         self._scrape_time.database = database
+        self._scrape_time.committer = committer
 
     # EngineObserver --------------------------------------------------------
 
@@ -131,6 +133,7 @@ class _ScrapeTimeCollector(Collector):
     def __init__(self) -> None:
         self.flights: Registry | None = None
         self.database: Database | None = None
+        self.committer: GroupCommitter | None = None
         self._pending_emails: int | None = None
 
     async def refresh_outbox(self) -> None:
@@ -145,7 +148,22 @@ class _ScrapeTimeCollector(Collector):
         if scope.cancelled_caught:
             log.warning("metrics: outbox backlog not read within %.0f s", _OUTBOX_QUERY_TIMEOUT)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        if self.committer is not None:
+            committer = self.committer
+            yield CounterMetricFamily(
+                "tickets_commit_groups_total", "Transactions that committed flight batches.", committer.groups_committed
+            )
+            yield CounterMetricFamily(
+                "tickets_commit_group_batches_total",
+                "Flight batches those transactions wrote; divided by tickets_commit_groups_total, the mean group size.",
+                committer.batches_committed,
+            )
+            yield CounterMetricFamily(
+                "tickets_commit_group_splits_total",
+                "Groups that one flight's failed guard rolled back, then written one flight at a time.",
+                committer.groups_split,
+            )
         if self.flights is not None:
             depths = self.flights.mailbox_depths()
             yield GaugeMetricFamily("tickets_actors_active", "Flight actors running in this process.", len(depths))

@@ -171,7 +171,7 @@ async def open_runtime(settings: Settings, *, demo: bool = False, load_demo: boo
             registry = Registry(
                 store, actor_settings(settings), observer=metrics, ownership=ownership, forwarder=forwarder
             )
-            metrics.watch(registry, database)
+            metrics.watch(registry, database, store.committer)
             await nursery.start(registry.run)
             await nursery.start(ownership.run, registry.revoke)
             await nursery.start(notifier.run)

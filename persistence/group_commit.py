@@ -63,7 +63,10 @@ class GroupCommitter:
         self._queue: list[_Waiter] = []
         self._running = 0
         self._progress = trio.Event()
+        # Read by the metrics: transactions committed, the flight batches
+        # they wrote, and groups a guard failure made write one by one.
         self.groups_committed = 0
+        self.batches_committed = 0
         self.groups_split = 0
 
     async def commit(self, batch: Batch) -> None:
@@ -121,6 +124,7 @@ class GroupCommitter:
             return
         else:
             self.groups_committed += 1
+            self.batches_committed += len(group)
             for waiter in group:
                 waiter.committed = True
             return
@@ -132,4 +136,5 @@ class GroupCommitter:
                 waiter.error = error
             else:
                 self.groups_committed += 1
+                self.batches_committed += 1
                 waiter.committed = True

@@ -68,6 +68,10 @@ async def test_metrics_report_engine_batches_and_pool(live_server):
     assert samples[("tickets_batch_commands_sum", ())] == 3
     assert samples[("tickets_batch_commit_duration_seconds_count", ())] == 3
     assert samples[("tickets_batch_failures_total", ())] == 0
+    # Each buy waited for its 201, so each batch had a transaction of its own.
+    assert samples[("tickets_commit_groups_total", ())] == 3
+    assert samples[("tickets_commit_group_batches_total", ())] == 3
+    assert samples[("tickets_commit_group_splits_total", ())] == 0
     assert samples[("tickets_db_pool_max_connections", ())] == live_server.runtime.settings.pool_max_size
     assert samples[("tickets_db_pool_connections", ())] >= 1
     assert 0 <= samples[("tickets_db_pool_connections_in_use", ())] <= samples[("tickets_db_pool_connections", ())]

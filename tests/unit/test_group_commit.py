@@ -86,6 +86,8 @@ async def test_commits_queued_behind_a_running_group_share_the_next():
         writes.gate.set()
 
     assert [sorted(group) for group in writes.groups] == [[1], [2, 3, 4]]
+    assert committer.groups_committed == 2
+    assert committer.batches_committed == 4
 
 
 async def test_max_groups_run_at_once():
@@ -155,6 +157,7 @@ async def test_conflict_splits_the_group_and_fails_only_its_cause():
     assert isinstance(outcomes[3], StaleWrite)
     assert sorted(writes.groups) == [[1], [2], [4]]
     assert committer.groups_split == 1
+    assert committer.batches_committed == 3
 
 
 async def test_failure_fails_every_batch_of_the_group():
