@@ -96,7 +96,7 @@ def _date_text(value: object) -> object:
 def _digits(value: object) -> object:
     # Only plain digits: pydantic alone would also take " 5" and "5.0".
     if not isinstance(value, str) or not _DIGITS.fullmatch(value):
-        raise ValueError(f"{str(value)[:40]!r} is not a whole number")
+        raise ValueError(f"{str(value)[:40]!r} is not a whole number from 1 to {MAX_PAGE_SIZE}")
     return value
 
 

@@ -101,7 +101,8 @@ async def _acquire(
     if acquired is not None:
         previous = acquired["previous_owner"]
         if previous is not None and previous != owner:
-            log.info("flight %d: lease taken over from node %s by node %s (epoch %d)", flight_id, previous, owner, acquired["epoch"])
+            # The previous owner released the lease or let it lapse.
+            log.info("flight %d: lease moved from node %s to node %s (epoch %d)", flight_id, previous, owner, acquired["epoch"])
         return acquired["epoch"]
 
     row = await connection.fetchrow(_HOLDER, flight_id)
