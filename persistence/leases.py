@@ -38,8 +38,8 @@ FROM flight_leases WHERE flight_id = $1
 
 # Statements that change several leases lock their rows in flight id order
 # first, as the batch writes do, so that two of them never wait on each
-# other in a cycle.
-_RENEW = """
+# other in a cycle. $1 is the owner, $2 and $3 the flight ids and epochs.
+_LOCK_HELD = """
 WITH locked AS (
     SELECT l.flight_id
     FROM flight_leases AS l
@@ -48,6 +48,9 @@ WITH locked AS (
     ORDER BY l.flight_id
     FOR UPDATE OF l
 )
+"""
+
+_RENEW = _LOCK_HELD + """
 UPDATE flight_leases AS l
 SET expires_at = now() + make_interval(secs => $4)
 FROM locked
@@ -55,15 +58,7 @@ WHERE l.flight_id = locked.flight_id
 RETURNING l.flight_id
 """
 
-_RELEASE = """
-WITH locked AS (
-    SELECT l.flight_id
-    FROM flight_leases AS l
-    JOIN unnest($2::bigint[], $3::bigint[]) AS h (flight_id, epoch) ON l.flight_id = h.flight_id AND l.epoch = h.epoch
-    WHERE l.owner = $1
-    ORDER BY l.flight_id
-    FOR UPDATE OF l
-)
+_RELEASE = _LOCK_HELD + """
 UPDATE flight_leases AS l
 SET expires_at = now()
 FROM locked

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import trio
 
-from engine.ports import Fence, LeaseLost, StaleFlightState
+from engine.ports import Fence, LeaseLost, StaleFlightState, StoreError
 from engine.seats import Passenger
 from persistence.batch_writes import Batch, write_batches
 from persistence.database import Database
@@ -59,7 +59,33 @@ async def sold_rows(database: Database, flight_ids: list[int]) -> dict[int, tupl
     return {row["flight_id"]: (row["email"], row["xmin"]) for row in rows}
 
 
-async def test_batches_of_three_flights_share_one_transaction(database):
+async def commit_behind_locked_first(
+    database: Database, store: PostgresFlightStore, batches: list[Batch], nursery: trio.Nursery
+) -> dict[int, Exception]:
+    """Commit ``batches`` so that all but the first form one group.
+
+    The first batch's ticket row is locked for a second, so its commit waits
+    in its transaction while the others queue behind it. Return each failed
+    flight's StoreError.
+    """
+    await nursery.start(hold_ticket_lock, database, [await first_ticket(database, batches[0].flight_id)], 1.0)
+    errors: dict[int, Exception] = {}
+
+    async def commit(item: Batch) -> None:
+        try:
+            await store.commit(item.flight_id, item.changes, fence=item.fence)
+        except StoreError as error:
+            errors[item.flight_id] = error
+
+    async with trio.open_nursery() as commits:
+        commits.start_soon(commit, batches[0])
+        await wait_for_lock_waiters(database, 1)
+        for item in batches[1:]:
+            commits.start_soon(commit, item)
+    return errors
+
+
+async def test_three_flights_one_transaction(database):
     flight_ids = await seed(database, 3)
     store = PostgresFlightStore(database)
     batches = [await sale(store, flight_id, n) for n, flight_id in enumerate(flight_ids)]
@@ -75,7 +101,7 @@ async def test_batches_of_three_flights_share_one_transaction(database):
     assert [row["seats_available"] for row in counters] == [2, 2, 2]
 
 
-async def test_canceled_flights_outbox_rows_in_one_group(database):
+async def test_canceled_flights_outbox_rows(database):
     flight_ids = await seed(database, 2)
     store = PostgresFlightStore(database)
     for n, flight_id in enumerate(flight_ids):
@@ -99,18 +125,14 @@ async def test_canceled_flights_outbox_rows_in_one_group(database):
     assert [tuple(row) for row in events] == [(flight_id, "flight_canceled") for flight_id in flight_ids]
 
 
-async def test_commits_queued_behind_a_blocked_one_share_its_successor(database, nursery):
+async def test_queued_commits_share_one_transaction(database, nursery):
     flight_ids = await seed(database, 4)
     store = PostgresFlightStore(database, commit_groups=1)
     batches = [await sale(store, flight_id, n) for n, flight_id in enumerate(flight_ids)]
-    await nursery.start(hold_ticket_lock, database, [await first_ticket(database, flight_ids[0])], 1.0)
 
-    async with trio.open_nursery() as commits:
-        commits.start_soon(store.commit, flight_ids[0], batches[0].changes)
-        await wait_for_lock_waiters(database, 1)
-        for item in batches[1:]:
-            commits.start_soon(store.commit, item.flight_id, item.changes)
+    errors = await commit_behind_locked_first(database, store, batches, nursery)
 
+    assert errors == {}
     sold = await sold_rows(database, flight_ids)
     assert set(sold) == set(flight_ids)
     assert sold[flight_ids[0]][1] not in {sold[flight_id][1] for flight_id in flight_ids[1:]}
@@ -118,34 +140,23 @@ async def test_commits_queued_behind_a_blocked_one_share_its_successor(database,
     assert store.committer.groups_committed == 2
 
 
-async def test_stale_batch_fails_alone_and_the_rest_of_its_group_commits(database, nursery):
+async def test_stale_batch_fails_alone(database, nursery):
     flight_ids = await seed(database, 4)
     store = PostgresFlightStore(database, commit_groups=1)
     batches = [await sale(store, flight_id, n) for n, flight_id in enumerate(flight_ids)]
     # Another writer sells flight 2's ticket first, so that batch's guard fails.
     await database.execute("UPDATE tickets SET version = version + 1 WHERE id = $1", await first_ticket(database, flight_ids[2]))
-    await nursery.start(hold_ticket_lock, database, [await first_ticket(database, flight_ids[0])], 1.0)
-    errors: dict[int, Exception] = {}
 
-    async def commit(item: Batch) -> None:
-        try:
-            await store.commit(item.flight_id, item.changes)
-        except StaleFlightState as error:
-            errors[item.flight_id] = error
-
-    async with trio.open_nursery() as commits:
-        commits.start_soon(commit, batches[0])
-        await wait_for_lock_waiters(database, 1)
-        for item in batches[1:]:
-            commits.start_soon(commit, item)
+    errors = await commit_behind_locked_first(database, store, batches, nursery)
 
     assert set(errors) == {flight_ids[2]}
+    assert isinstance(errors[flight_ids[2]], StaleFlightState)
     assert set(await sold_rows(database, flight_ids)) == {flight_ids[0], flight_ids[1], flight_ids[3]}
     assert store.committer.groups_split == 1
     assert await database.fetchval("SELECT count(*) FROM passengers WHERE email = $1", passenger(2).email) == 0
 
 
-async def test_lost_lease_fails_alone_in_a_fenced_group(database, nursery):
+async def test_lost_lease_fails_alone(database, nursery):
     flight_ids = await seed(database, 4)
     leases = PostgresLeaseStore(database)
     fences = {}
@@ -156,21 +167,10 @@ async def test_lost_lease_fails_alone_in_a_fenced_group(database, nursery):
     # Node B takes flight 2 over after node A's lease lapsed.
     await database.execute("UPDATE flight_leases SET expires_at = now() WHERE flight_id = $1", flight_ids[2])
     assert isinstance(await leases.acquire(flight_ids[2], "node-b", "127.0.0.1:7002", TTL), int)
-    await nursery.start(hold_ticket_lock, database, [await first_ticket(database, flight_ids[0])], 1.0)
-    errors: dict[int, Exception] = {}
 
-    async def commit(item: Batch) -> None:
-        try:
-            await store.commit(item.flight_id, item.changes, fence=item.fence)
-        except LeaseLost as error:
-            errors[item.flight_id] = error
-
-    async with trio.open_nursery() as commits:
-        commits.start_soon(commit, batches[0])
-        await wait_for_lock_waiters(database, 1)
-        for item in batches[1:]:
-            commits.start_soon(commit, item)
+    errors = await commit_behind_locked_first(database, store, batches, nursery)
 
     assert set(errors) == {flight_ids[2]}
+    assert isinstance(errors[flight_ids[2]], LeaseLost)
     assert set(await sold_rows(database, flight_ids)) == {flight_ids[0], flight_ids[1], flight_ids[3]}
     assert store.committer.groups_split == 1

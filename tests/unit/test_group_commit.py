@@ -16,7 +16,7 @@ FENCE = Fence("node-a", 1)
 
 
 class FakeWrites:
-    """Records each group written; a group waits while ``gate`` is closed and fails as told."""
+    """Records each group written; a group waits while ``gate`` is closed, then fails as configured."""
 
     def __init__(self) -> None:
         self.groups: list[list[int]] = []
@@ -44,21 +44,41 @@ def batch(flight_id: int, fence: Fence | None = None) -> Batch:
     return Batch(flight_id, Changes(), fence)
 
 
+async def record(committer: GroupCommitter, item: Batch, outcomes: dict[int, BaseException | None]) -> None:
+    """Commit ``item`` and record its error, or None once it is committed."""
+    try:
+        await committer.commit(item)
+    except Exception as error:
+        outcomes[item.flight_id] = error
+    else:
+        outcomes[item.flight_id] = None
+
+
+async def commit_behind_first(
+    committer: GroupCommitter, writes: FakeWrites, first: Batch, rest: list[Batch]
+) -> dict[int, BaseException | None]:
+    """Commit ``first`` while the gate is closed, queue ``rest`` behind it in order, then open the gate.
+
+    Return each flight's error, or None for a committed batch.
+    """
+    writes.gate = trio.Event()
+    outcomes: dict[int, BaseException | None] = {}
+
+    async with trio.open_nursery() as nursery:
+        for item in [first, *rest]:
+            nursery.start_soon(record, committer, item, outcomes)
+            await trio.testing.wait_all_tasks_blocked()
+        writes.gate.set()
+    return outcomes
+
+
 async def commit_all(committer: GroupCommitter, batches: list[Batch]) -> dict[int, BaseException | None]:
     """Commit each batch in its own task, the way actors do; return each flight's error or None."""
     outcomes: dict[int, BaseException | None] = {}
 
-    async def one(item: Batch) -> None:
-        try:
-            await committer.commit(item)
-        except Exception as error:
-            outcomes[item.flight_id] = error
-        else:
-            outcomes[item.flight_id] = None
-
     async with trio.open_nursery() as nursery:
         for item in batches:
-            nursery.start_soon(one, item)
+            nursery.start_soon(record, committer, item, outcomes)
     return outcomes
 
 
@@ -72,18 +92,11 @@ async def test_lone_commit_writes_at_once():
     assert committer.groups_committed == 1
 
 
-async def test_commits_queued_behind_a_running_group_share_the_next():
+async def test_queued_commits_share_next_group():
     writes = FakeWrites()
-    writes.gate = trio.Event()
     committer = GroupCommitter(writes.write, max_groups=1)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(committer.commit, batch(1))
-        await trio.testing.wait_all_tasks_blocked()
-        for flight_id in (2, 3, 4):
-            nursery.start_soon(committer.commit, batch(flight_id))
-        await trio.testing.wait_all_tasks_blocked()
-        writes.gate.set()
+    await commit_behind_first(committer, writes, batch(1), [batch(2), batch(3), batch(4)])
 
     assert [sorted(group) for group in writes.groups] == [[1], [2, 3, 4]]
     assert committer.groups_committed == 2
@@ -119,48 +132,31 @@ async def test_group_size_is_capped():
     assert writes.groups == [[1], [2, 3], [4, 5], [6]]
 
 
-async def test_fenced_and_unfenced_batches_never_share_a_group():
+async def test_fenced_and_unfenced_kept_apart():
     writes = FakeWrites()
-    writes.gate = trio.Event()
     committer = GroupCommitter(writes.write, max_groups=1)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(committer.commit, batch(1))
-        await trio.testing.wait_all_tasks_blocked()
-        for flight_id, fence in ((2, FENCE), (3, None), (4, FENCE)):
-            nursery.start_soon(committer.commit, batch(flight_id, fence))
-            await trio.testing.wait_all_tasks_blocked()
-        writes.gate.set()
+    await commit_behind_first(committer, writes, batch(1), [batch(2, FENCE), batch(3), batch(4, FENCE)])
 
     assert writes.groups == [[1], [2, 4], [3]]
 
 
-async def test_conflict_splits_the_group_and_fails_only_its_cause():
+async def test_conflict_fails_only_its_cause():
     writes = FakeWrites()
-    writes.gate = trio.Event()
     writes.stale = {3}
     committer = GroupCommitter(writes.write, max_groups=1)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(committer.commit, batch(1))
-        await trio.testing.wait_all_tasks_blocked()
-        outcomes: dict[int, BaseException | None] = {}
+    outcomes = await commit_behind_first(committer, writes, batch(1), [batch(2), batch(3), batch(4)])
 
-        async def rest() -> None:
-            outcomes.update(await commit_all(committer, [batch(2), batch(3), batch(4)]))
-
-        nursery.start_soon(rest)
-        await trio.testing.wait_all_tasks_blocked()
-        writes.gate.set()
-
-    assert outcomes[2] is None and outcomes[4] is None
+    assert outcomes[2] is None
+    assert outcomes[4] is None
     assert isinstance(outcomes[3], StaleWrite)
     assert sorted(writes.groups) == [[1], [2], [4]]
     assert committer.groups_split == 1
     assert committer.batches_committed == 3
 
 
-async def test_failure_fails_every_batch_of_the_group():
+async def test_failure_fails_whole_group():
     writes = FakeWrites()
     writes.gate = trio.Event()
     committer = GroupCommitter(writes.write, max_groups=1)
@@ -184,7 +180,7 @@ class Interrupted(BaseException):
     """Stands for KeyboardInterrupt: not an Exception, so it passes every handler."""
 
 
-async def test_interrupted_group_is_never_reported_as_written():
+async def test_interrupted_group_never_written():
     writes = FakeWrites()
     writes.gate = trio.Event()
     errors: list[DatabaseUnavailable] = []
