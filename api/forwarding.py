@@ -137,8 +137,8 @@ def decode_command(data: list[Any]) -> Command:
         if kind == "cancel_flight":
             return CancelFlight(datetime.fromisoformat(data[1]))
     except (IndexError, KeyError, TypeError, ValueError) as error:
-        # The data holds passenger details: name only the type, so the
-        # logged message carries no passport number.
+        # The data contains passenger details, so the message names only the
+        # type and the logged text carries no passport number.
         raise ProtocolError(f"invalid {_type_name(data)} command: {error}") from error
     raise ProtocolError(f"unknown command type {str(kind)[:40]!r}")
 

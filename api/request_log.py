@@ -47,9 +47,9 @@ def request_id_for(request: Request) -> str:
     """Return the request's valid X-Request-ID, or a new random id."""
     # getlist, because werkzeug's get builds and catches an HTTP exception
     # for a missing header, which showed in the profile of every request.
-    given = request.headers.getlist(REQUEST_ID_HEADER)
-    if given and _VALID_REQUEST_ID.match(given[0]):
-        return given[0]
+    values = request.headers.getlist(REQUEST_ID_HEADER)
+    if values and _VALID_REQUEST_ID.match(values[0]):
+        return values[0]
     return uuid.uuid4().hex
 
 

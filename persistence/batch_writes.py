@@ -125,9 +125,9 @@ ON CONFLICT (flight_id, kind, passenger_id) DO NOTHING
 
 _NOTIFY_OUTBOX = "SELECT pg_notify($1, flight_id::text) FROM unnest($2::bigint[]) AS n (flight_id)"
 
-# A key whose stored response has expired may be taken again; a live one
-# may not, and the transaction then fails as a whole (the caller retries and
-# gets the stored response).
+# A key whose stored response has expired may be taken again, and a live one
+# may not. Then the transaction fails as a whole, and the client's retry gets
+# the stored response.
 _INSERT_RESPONSES = """
 INSERT INTO idempotency_keys AS k (key, request_hash, status, body, expires_at)
 SELECT key, request_hash, status, body, now() + make_interval(secs => $5)
@@ -145,7 +145,7 @@ async def write_batches(
     """Write ``batches`` (each of another flight) inside the caller's transaction.
 
     Raise StaleWrite, LeaseMismatch or IdempotencyKeyTaken for a single
-    batch whose guard failed, GroupConflict for several; the caller must
+    batch whose guard failed, and GroupConflict for several. The caller must
     then roll back.
     """
     fenced = [batch for batch in batches if batch.fence is not None]
@@ -154,7 +154,7 @@ async def write_batches(
     keys = [response.key for batch in batches for response in batch.changes.responses]
     if len(batches) > 1 and len(set(keys)) != len(keys):
         # Two batches storing one key would update one row twice, which
-        # PostgreSQL refuses; alone, the second finds the key taken.
+        # PostgreSQL rejects. Written alone, the second finds the key taken.
         raise _conflict(batches, "two batches store a response under the same idempotency key")
 
     await _write_rows(connection, batches, fenced=bool(fenced), lease_ttl=lease_ttl)

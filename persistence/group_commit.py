@@ -1,7 +1,7 @@
 """Group commit across flights: the batches of many actors in one transaction.
 
 Each flight actor already writes its own batch in one transaction. When
-requests spread over many flights, each actor's batch holds one command, and
+requests spread over many flights, each actor's batch contains one command, and
 the per-transaction costs (a pooled connection, BEGIN, COMMIT and its WAL
 flush, a crossing to the bridge thread) are paid once per request. Here the
 actors' commits queue up, and whoever commits next takes every queued batch
@@ -83,7 +83,7 @@ class GroupCommitter:
             raise waiter.error
 
     def _take(self) -> list[_Waiter]:
-        # Fenced and unfenced batches are never mixed; a process has one kind.
+        # A process commits only fenced or only unfenced batches, so the two are never mixed.
         fenced = self._queue[0].batch.fence is not None
         group: list[_Waiter] = []
         rest: list[_Waiter] = []
@@ -102,8 +102,8 @@ class GroupCommitter:
         finally:
             for waiter in group:
                 if not waiter.committed and waiter.error is None:
-                    # Interrupted (KeyboardInterrupt, a bug): the others
-                    # must not take the group for written.
+                    # Interrupted by KeyboardInterrupt or a bug: the other
+                    # callers must not take the group for written.
                     waiter.error = DatabaseUnavailable(
                         f"flight {waiter.batch.flight_id}: the commit was interrupted; it may have been written"
                     )
